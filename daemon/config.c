@@ -24,8 +24,8 @@
 
 #include "frame.h"
 
-#define CONFIG_FILE_MAX        (1024 * 1024) /* a config file is a few KiB: refuse absurd ones */
-#define CONFIG_ERRORS_MAX      100           /* report this many, then count the rest */
+#define CONFIG_FILE_MAX        ((off_t)1 << 20) /* a config file is a few KiB: refuse absurd ones */
+#define CONFIG_ERRORS_MAX      100              /* report this many, then count the rest */
 #define CONFIG_KEY_FILE_MAX    512
 #define CONFIG_KEYS_MAX        12  /* keys in the largest section */
 #define CONFIG_NAME_PREFIX_MAX 248 /* the longest name a BLE device can have */
@@ -34,7 +34,7 @@
 #define MIB    (KIB * 1024)
 #define GIB    (MIB * 1024)
 #define TIB    (GIB * 1024)
-#define MINUTE 60u
+#define MINUTE ((uint64_t)60)
 #define HOUR   (60u * MINUTE)
 #define DAY    (24u * HOUR)
 
@@ -197,7 +197,8 @@ config_format_duration(uint64_t v, char *buf, size_t len)
 		snprintf(buf, len, "%llus", (unsigned long long)v);
 }
 
-/* Parses digits, then an optional unit from units[] whose multipliers are mult[]. */
+/* Parses digits, then an optional unit from units[] whose multipliers are mult[] (units "":
+ * digits only). */
 static int
 config_parse_scaled(const char *s, const char *units, const uint64_t *mult, uint64_t *out)
 {
@@ -241,23 +242,15 @@ config_parse_size(const char *s, uint64_t *out)
 	return config_parse_scaled(s, "KMGTkmgt", mult, out);
 }
 
-/* Decimal digits only (no sign, no spaces, no hex) within [min, max]. */
+/* Decimal digits only (no sign, no spaces, no hex, no unit) within [min, max]. */
 static int
 config_parse_uint(const char *s, uint64_t min, uint64_t max, uint64_t *out)
 {
-	uint64_t v = 0;
+	uint64_t v;
+	int r = config_parse_scaled(s, "", NULL, &v);
 
-	if (!isdigit((unsigned char)*s))
-		return -EINVAL;
-	for (; isdigit((unsigned char)*s); s++) {
-		unsigned d = (unsigned)(*s - '0');
-
-		if (v > (UINT64_MAX - d) / 10)
-			return -ERANGE;
-		v = v * 10 + d;
-	}
-	if (*s != '\0')
-		return -EINVAL;
+	if (r < 0)
+		return r;
 	if (v < min || v > max)
 		return -ERANGE;
 	*out = v;
@@ -339,11 +332,49 @@ config_check_path(struct parse *p, const char *key, const char *value, size_t ma
 	return true;
 }
 
+/* Durations and sizes: a number with an optional unit, checked against the key's range. */
+struct config_scaled_kind {
+	const char *noun;
+	const char *forms; /* how to write one, for errors */
+	int (*parse)(const char *s, uint64_t *out);
+	void (*format)(uint64_t v, char *buf, size_t len);
+};
+
+static const struct config_scaled_kind config_duration_kind = {"duration",
+    "seconds or a number followed by s, m, h or d (e.g. 30s, 5m, 1h)", config_parse_duration,
+    config_format_duration};
+static const struct config_scaled_kind config_size_kind = {"size",
+    "bytes or a number followed by K, M, G or T (e.g. 512K, 64M)", config_parse_size,
+    config_format_size};
+
+static void
+config_set_scaled(struct parse *p, const struct config_key *k, void *field, const char *value,
+    const struct config_scaled_kind *kind)
+{
+	char lo[32], hi[32];
+	uint64_t v;
+	int r;
+
+	r = kind->parse(value, &v);
+	if (r == 0 && v >= k->min && v <= k->max) {
+		config_store_uint(field, k->size, v);
+		return;
+	}
+	kind->format(k->min, lo, sizeof(lo));
+	kind->format(k->max, hi, sizeof(hi));
+	if (r == -EINVAL)
+		config_error(p, p->lineno, "%s = %s: not a %s; use %s, from %s to %s", k->name,
+		    value, kind->noun, kind->forms, lo, hi);
+	else
+		config_error(p, p->lineno, "%s = %s: out of range; use a %s from %s to %s", k->name,
+		    value, kind->noun, lo, hi);
+}
+
 static void
 config_set_typed(struct parse *p, const struct config_key *k, void *target, const char *value)
 {
 	void *field = (char *)target + k->offset;
-	char lo[32], hi[32], names[128];
+	char names[128];
 	uint64_t v;
 	bool b;
 	int r, i;
@@ -364,36 +395,10 @@ config_set_typed(struct parse *p, const struct config_key *k, void *target, cons
 			    (unsigned long long)k->min, (unsigned long long)k->max);
 		break;
 	case CONFIG_KEY_DURATION:
-		config_format_duration(k->min, lo, sizeof(lo));
-		config_format_duration(k->max, hi, sizeof(hi));
-		r = config_parse_duration(value, &v);
-		if (r == 0 && v >= k->min && v <= k->max)
-			config_store_uint(field, k->size, v);
-		else if (r == -EINVAL)
-			config_error(p, p->lineno,
-			    "%s = %s: not a duration; use seconds or a number followed by s, m, h "
-			    "or d (e.g. 30s, 5m, 1h), from %s to %s",
-			    k->name, value, lo, hi);
-		else
-			config_error(p, p->lineno,
-			    "%s = %s: out of range; use a duration from %s to %s", k->name, value,
-			    lo, hi);
+		config_set_scaled(p, k, field, value, &config_duration_kind);
 		break;
 	case CONFIG_KEY_SIZE:
-		config_format_size(k->min, lo, sizeof(lo));
-		config_format_size(k->max, hi, sizeof(hi));
-		r = config_parse_size(value, &v);
-		if (r == 0 && v >= k->min && v <= k->max)
-			config_store_uint(field, k->size, v);
-		else if (r == -EINVAL)
-			config_error(p, p->lineno,
-			    "%s = %s: not a size; use bytes or a number followed by K, M, G or T "
-			    "(e.g. 512K, 64M), from %s to %s",
-			    k->name, value, lo, hi);
-		else
-			config_error(p, p->lineno,
-			    "%s = %s: out of range; use a size from %s to %s", k->name, value, lo,
-			    hi);
+		config_set_scaled(p, k, field, value, &config_size_kind);
 		break;
 	case CONFIG_KEY_BOOL:
 		if (config_parse_bool(value, &b) == 0)
@@ -1609,8 +1614,8 @@ config_open(struct parse *p)
 		return -EINVAL;
 	}
 	if (p->st.st_size > CONFIG_FILE_MAX) {
-		config_error(
-		    p, 0, "larger than %d bytes; is this the configuration file?", CONFIG_FILE_MAX);
+		config_error(p, 0, "larger than %lld bytes; is this the configuration file?",
+		    (long long)CONFIG_FILE_MAX);
 		close(fd);
 		return -EFBIG;
 	}

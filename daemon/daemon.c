@@ -129,27 +129,27 @@ daemon_report(void *arg, const char *msg)
 	log_err("%s", msg);
 }
 
+/* Keeps the running value of a string setting only a restart can change. */
+static void
+daemon_keep_string(const char *key, char **next, char **cur)
+{
+	char *tmp;
+
+	if (strcmp(*next, *cur) == 0)
+		return;
+	log_warn("%s changed to %s: restart otagwd to apply it; still using %s", key, *next, *cur);
+	tmp = *next;
+	*next = *cur;
+	*cur = tmp; /* freed with the old configuration */
+}
+
 /* Settings that only a restart can change: the new configuration keeps the running value,
  * so d->cfg always describes what is in force. */
 static void
 daemon_keep_restart_only(struct config *next, struct config *cur)
 {
-	char *tmp;
-
-	if (strcmp(next->general.state_dir, cur->general.state_dir) != 0) {
-		log_warn("state_dir changed to %s: restart otagwd to apply it; still using %s",
-		    next->general.state_dir, cur->general.state_dir);
-		tmp = next->general.state_dir;
-		next->general.state_dir = cur->general.state_dir;
-		cur->general.state_dir = tmp;
-	}
-	if (strcmp(next->general.cache_dir, cur->general.cache_dir) != 0) {
-		log_warn("cache_dir changed to %s: restart otagwd to apply it; still using %s",
-		    next->general.cache_dir, cur->general.cache_dir);
-		tmp = next->general.cache_dir;
-		next->general.cache_dir = cur->general.cache_dir;
-		cur->general.cache_dir = tmp;
-	}
+	daemon_keep_string("state_dir", &next->general.state_dir, &cur->general.state_dir);
+	daemon_keep_string("cache_dir", &next->general.cache_dir, &cur->general.cache_dir);
 	if (next->dbus.bus != cur->dbus.bus) {
 		log_warn("[dbus] bus changed: restart otagwd to apply it; keeping the current bus");
 		next->dbus.bus = cur->dbus.bus;

@@ -49,8 +49,13 @@ notify_send_status(struct notify *n, const char *head, const char *status)
 	len = (size_t)snprintf(msg, sizeof(msg), "%sSTATUS=", head);
 	if (len >= sizeof(msg))
 		return;
-	for (i = 0; status != NULL && status[i] != '\0' && i < NOTIFY_STATUS_MAX; i++)
-		msg[len++] = (unsigned char)status[i] < 0x20 || status[i] == 0x7f ? ' ' : status[i];
+	for (i = 0; status != NULL && status[i] != '\0' && i < NOTIFY_STATUS_MAX; i++) {
+		char c = status[i];
+
+		if ((unsigned char)c < 0x20 || c == 0x7f)
+			c = ' ';
+		msg[len++] = c;
+	}
 	msg[len] = '\0';
 	notify_send(n, msg);
 }
