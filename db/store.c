@@ -492,6 +492,9 @@ store_scan_partial(struct store *s, struct store_rec *recs, size_t n)
 		}
 		rec->part = true;
 		rec->present = (uint64_t)st.st_size;
+		/* A crash between the chmod and the rename of a commit leaves it read-only. */
+		if ((st.st_mode & 0600) != 0600)
+			fchmodat(s->partial_fd, de->d_name, 0640, 0);
 		if (rec->present > rec->size) {
 			/* Longer than the artifact: the bytes cannot be right. Start over. */
 			fd = openat(s->partial_fd, de->d_name, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);

@@ -1,5 +1,6 @@
 /* Shared fixtures for the db/ tests (see dbtest.h). */
 #include <check.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -184,6 +185,21 @@ dbtest_file_len(const char *path)
 	struct stat st;
 
 	return lstat(path, &st) == 0 ? (long long)st.st_size : -1;
+}
+
+int
+dbtest_dir_count(const char *path)
+{
+	struct dirent *de;
+	DIR *d = opendir(path);
+	int n = 0;
+
+	ck_assert_msg(d != NULL, "opendir %s: %s", path, strerror(errno));
+	while ((de = readdir(d)))
+		if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0)
+			n++;
+	closedir(d);
+	return n;
 }
 
 void

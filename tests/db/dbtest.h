@@ -55,6 +55,9 @@ void dbtest_part_path(const struct dbtest *t, const char *hex, char *out, size_t
 int dbtest_exists(const char *path);
 long long dbtest_file_len(const char *path);
 
+/* Number of entries in a directory, "." and ".." not counted. */
+int dbtest_dir_count(const char *path);
+
 /* Writes len bytes of buf to path (creating or truncating it, mode 0644). */
 void dbtest_write_file(const char *path, const uint8_t *buf, size_t len);
 
