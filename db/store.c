@@ -354,6 +354,8 @@ store_rec_find(struct store_rec *recs, size_t n, const char *key)
 {
 	struct store_rec k;
 
+	if (n == 0)
+		return NULL;
 	snprintf(k.key, sizeof(k.key), "%s", key);
 	return bsearch(&k, recs, n, sizeof(*recs), store_rec_cmp);
 }
