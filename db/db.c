@@ -28,15 +28,14 @@ struct db {
 	char errmsg[DB_ERRMSG_MAX];
 };
 
-int
-db_err(struct db *db, int err, const char *fmt, ...)
+void
+db_seterr(struct db *db, const char *fmt, ...)
 {
 	va_list ap;
 
 	va_start(ap, fmt);
 	vsnprintf(db->errmsg, sizeof(db->errmsg), fmt, ap);
 	va_end(ap);
-	return err;
 }
 
 /* The errno an I/O-level sqlite failure stands for: the system errno when sqlite kept one. */
@@ -399,7 +398,7 @@ db_open(const char *path, struct db **out, char *err, size_t errlen)
 	if (rc != SQLITE_OK) {
 		/* sqlite says "unable to open database file"; the errno says why. */
 		r = db_rc_errno(db->sql, rc);
-		db_err(db, r, "cannot open database %s: %s", path,
+		db_seterr(db, "cannot open database %s: %s", path,
 		    (rc & 0xff) == SQLITE_CANTOPEN ? strerror(-r) : sqlite3_errstr(rc));
 		goto fail;
 	}

@@ -17,9 +17,12 @@
 #define DB_APPLICATION_ID 0x4f544757
 #define DB_ERRMSG_MAX     512
 
-/* Sets db's error message (printf-style) and returns err, so callers can write
- * `return db_err(db, -EINVAL, "...")`. */
-int db_err(struct db *db, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Sets db's error message (printf-style). */
+void db_seterr(struct db *db, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Sets db's error message and evaluates to err, so callers can write
+ * `return db_err(db, -EINVAL, "...")` (a macro, so analysers see the value returned). */
+#define db_err(db, err, ...) (db_seterr((db), __VA_ARGS__), (err))
 
 /* Turns a failed sqlite result code into a negative errno, and sets the message to
  * "<what>: <sqlite's message>" plus a hint when the file is corrupt. */

@@ -24,7 +24,7 @@
 
 /* Read size for hashing a blob: large enough to amortise system calls, small enough to keep
  * off the stack. */
-#define STORE_HASH_CHUNK  (64 * 1024)
+#define STORE_HASH_CHUNK  ((size_t)64 * 1024)
 #define STORE_PART_SUFFIX ".part"
 /* "<64 hex>.part" and a NUL */
 #define STORE_NAME_MAX (STORE_SHA256_HEX + sizeof(STORE_PART_SUFFIX))
@@ -279,11 +279,10 @@ store_openerr(char *err, size_t errlen, int r, const char *fmt, ...)
 {
 	va_list ap;
 
-	if (err && errlen) {
-		va_start(ap, fmt);
+	va_start(ap, fmt);
+	if (err && errlen)
 		vsnprintf(err, errlen, fmt, ap);
-		va_end(ap);
-	}
+	va_end(ap);
 	return r;
 }
 
@@ -316,7 +315,7 @@ static int
 store_db_dir(const char *db_path, char *err, size_t errlen)
 {
 	char *dir, *slash;
-	int fd, r = 0;
+	int fd = -1, r = 0;
 
 	dir = strdup(db_path);
 	if (!dir)
@@ -325,7 +324,7 @@ store_db_dir(const char *db_path, char *err, size_t errlen)
 	if (slash && slash != dir) {
 		*slash = '\0';
 		r = store_opendir(AT_FDCWD, dir, dir, &fd, err, errlen);
-		if (r == 0)
+		if (fd >= 0)
 			close(fd);
 	}
 	free(dir);
@@ -343,21 +342,18 @@ struct store_rec {
 	bool part;        /* partial/<key>.part exists */
 };
 
+/* bsearch() comparison of a key with a record; the rows are read ORDER BY sha256, which
+ * sqlite's BINARY collation sorts like strcmp(). */
 static int
-store_rec_cmp(const void *a, const void *b)
+store_rec_cmp(const void *key, const void *rec)
 {
-	return strcmp(((const struct store_rec *)a)->key, ((const struct store_rec *)b)->key);
+	return strcmp(key, ((const struct store_rec *)rec)->key);
 }
 
 static struct store_rec *
 store_rec_find(struct store_rec *recs, size_t n, const char *key)
 {
-	struct store_rec k;
-
-	if (n == 0)
-		return NULL;
-	snprintf(k.key, sizeof(k.key), "%s", key);
-	return bsearch(&k, recs, n, sizeof(*recs), store_rec_cmp);
+	return n ? bsearch(key, recs, n, sizeof(*recs), store_rec_cmp) : NULL;
 }
 
 /* True if name is exactly 64 lower-case hex digits followed by suffix. */
