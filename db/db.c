@@ -300,7 +300,8 @@ db_column_u64(sqlite3_stmt *st, int col)
  * run beside the daemon, and a commit appends to the log instead of rewriting pages.
  * synchronous=FULL fsyncs the log at every commit: a gateway loses power without warning, and
  * losing a committed row (a blob marked complete, a confirmed install) costs more than the
- * fsync (see BENCHMARKS.md for what it costs on this machine). */
+ * fsync, which the store's rare, small transactions can afford. journal_size_limit keeps the
+ * log from staying at its high-water mark on a small SD card. */
 static int
 db_configure(struct db *db)
 {
@@ -339,6 +340,7 @@ db_configure(struct db *db)
 
 	return db_exec(db,
 	    "PRAGMA synchronous = FULL;"
+	    "PRAGMA journal_size_limit = 4194304;"
 	    "PRAGMA foreign_keys = ON;"
 	    "PRAGMA cell_size_check = ON;",
 	    "configuring the database");

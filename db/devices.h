@@ -97,9 +97,10 @@ int devices_get(struct db *db, const char *serial, struct devices_entry *out);
 int devices_foreach(struct db *db, int (*cb)(const struct devices_entry *d, void *arg), void *arg);
 
 /* Records an upstream check: last_check/last_result/last_reason always; an UPDATE or NO_UPDATE
- * outcome also replaces the cached answer, an ERROR leaves the previous answer in place.
- * -ENOENT (unknown device: upsert first), -EINVAL (bad result, reason or JSON), -E2BIG (JSON
- * longer than DEVICES_ANSWER_MAX). */
+ * outcome also replaces the cached answer, an ERROR leaves the previous answer in place. An
+ * UPDATE must carry its release JSON, the others none. -ENOENT (unknown device: upsert first),
+ * -EINVAL (bad result, reason or JSON), -E2BIG (JSON longer than DEVICES_ANSWER_MAX: nothing
+ * is recorded). */
 int devices_record_check(struct db *db, const char *serial, const struct devices_check *check);
 
 /* Reads the cached answer; the caller decides whether it is still fresh from out->time.
