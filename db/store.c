@@ -1042,6 +1042,14 @@ store_commit(struct store *s, const char *sha256, int fd, const uint8_t digest[S
 		return r;
 	}
 	store_part_name(key, name);
+	if (fstatat(s->partial_fd, name, &ps, AT_SYMLINK_NOFOLLOW) < 0 && errno == ENOENT) {
+		if (fd >= 0)
+			close(fd);
+		store_exec_key(s, sql_delete, key, 0, "dropping a vanished download");
+		return db_err(s->db, -ENOENT,
+		    "artifact %s: %s/partial/%s vanished during the download; forgotten", key,
+		    s->cache_dir, name);
+	}
 	if (fd < 0 || fstat(fd, &fs) < 0 ||
 	    fstatat(s->partial_fd, name, &ps, AT_SYMLINK_NOFOLLOW) < 0 || fs.st_dev != ps.st_dev ||
 	    fs.st_ino != ps.st_ino) {
@@ -1081,8 +1089,14 @@ store_commit(struct store *s, const char *sha256, int fd, const uint8_t digest[S
 		    s->cache_dir, strerror(-r));
 	}
 	r = store_exec_key(s, sql_complete, key, db_now(), "recording a complete artifact");
-	if (r < 0)
-		return r; /* the blob stays: the next start's reconciliation promotes it */
+	if (r < 0) {
+		/* The blob stays (the next start's reconciliation promotes it); the pin goes. */
+		char why[DB_ERRMSG_MAX];
+
+		snprintf(why, sizeof(why), "%s", store_errmsg(s));
+		store_exec_key(s, sql_release, key, 0, "ending a download");
+		return db_err(s->db, r, "%s", why);
+	}
 	/* Over the cap now is not this commit's failure: pins may hold the space for a while. */
 	store_evict(s, 0, key);
 	return 0;

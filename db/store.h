@@ -146,7 +146,8 @@ int store_partial_close(struct store *s, const char *sha256, int fd);
  * directories and records the artifact complete; then evicts least-recently-used unpinned
  * entries down to the cap (never the one just committed).
  * -EBADMSG: wrong size or digest; the partial file and its row are deleted and nothing is
- * served. -ENOENT: no partial for sha256. -EINVAL: fd is not its partial file. -EIO: fsync or
+ * served. -ENOENT: no partial for sha256 (or its file vanished: the row is dropped too).
+ * -EINVAL: fd is not its partial file (the partial stays for a resume). -EIO: fsync or
  * rename failed (the partial is deleted: its bytes cannot be trusted). */
 int store_commit(
     struct store *s, const char *sha256, int fd, const uint8_t digest[STORE_SHA256_LEN]);

@@ -489,6 +489,31 @@ START_TEST(commit_needs_its_own_fd)
 }
 END_TEST
 
+START_TEST(partial_vanished_before_commit)
+{
+	char h[STORE_SHA256_HEX + 1], path[512];
+	uint8_t buf[1000], digest[STORE_SHA256_LEN];
+	struct store_partial_meta m;
+	struct store_artifact a;
+	uint64_t got;
+	int fd;
+
+	dbtest_open(&t, 0);
+	dbtest_payload(buf, sizeof(buf), 71);
+	dbtest_sha256(buf, sizeof(buf), digest, h);
+	dbtest_meta(&m, h, sizeof(buf));
+	ck_assert_int_eq(store_partial_open(t.s, &m, &fd, &got), 0);
+	ck_assert_int_eq(pwrite(fd, buf, sizeof(buf), 0), (ssize_t)sizeof(buf));
+	dbtest_part_path(&t, h, path, sizeof(path));
+	ck_assert_int_eq(unlink(path), 0);
+	ck_assert_int_eq(store_commit(t.s, h, fd, digest), -ENOENT);
+	ck_assert_ptr_nonnull(strstr(store_errmsg(t.s), "vanished"));
+	ck_assert_int_eq(store_artifact_get(t.s, h, &a), -ENOENT);
+	dbtest_blob_path(&t, h, path, sizeof(path));
+	ck_assert(!dbtest_exists(path));
+}
+END_TEST
+
 START_TEST(bad_arguments)
 {
 	char h[STORE_SHA256_HEX + 1];
@@ -607,6 +632,7 @@ store_suite(void)
 	tcase_add_test(tc, too_big_for_cache);
 	tcase_add_test(tc, partial_resume_bookkeeping);
 	tcase_add_test(tc, commit_needs_its_own_fd);
+	tcase_add_test(tc, partial_vanished_before_commit);
 	tcase_add_test(tc, bad_arguments);
 	tcase_add_test(tc, foreach_in_lru_order);
 	tcase_add_test(tc, second_process_locked_out);
