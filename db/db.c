@@ -346,33 +346,37 @@ db_configure(struct db *db)
 	    "configuring the database");
 }
 
-/* A quick structural check, so a damaged file is refused at start with a clear message rather
- * than failing some later operation. The database is small (rows, no payloads), so this takes
- * milliseconds. */
+/* Runs a check pragma and reports its first complaint. ok_when_empty: foreign_key_check
+ * returns no rows when clean, integrity_check returns "ok". */
 static int
-db_quick_check(struct db *db)
+db_check_pragma(struct db *db, const char *sql, bool ok_when_empty)
 {
 	sqlite3_stmt *st;
-	const unsigned char *msg;
 	int rc;
 
-	rc = sqlite3_prepare_v2(db->sql, "PRAGMA quick_check(1)", -1, &st, NULL);
+	rc = sqlite3_prepare_v2(db->sql, sql, -1, &st, NULL);
 	if (rc != SQLITE_OK)
-		return db_sqlerr(db, rc, "checking the database");
+		return db_sqlerr(db, rc, sql);
 	rc = sqlite3_step(st);
-	if (rc != SQLITE_ROW) {
-		rc = db_sqlerr(db, rc, "checking the database");
-		sqlite3_finalize(st);
-		return rc;
-	}
-	msg = sqlite3_column_text(st, 0);
-	if (!msg || strcmp((const char *)msg, "ok") != 0)
-		rc = db_err(db, -EBADMSG,
-		    "database %s is corrupt (%s): stop otagwd and move the file away; a new one "
-		    "is created on start",
-		    db->path, msg ? (const char *)msg : "no answer");
-	else
+	if (rc == SQLITE_DONE && ok_when_empty) {
 		rc = 0;
+	} else if (rc == SQLITE_ROW && !ok_when_empty) {
+		const unsigned char *msg = sqlite3_column_text(st, 0);
+
+		if (msg && strcmp((const char *)msg, "ok") == 0)
+			rc = 0;
+		else
+			rc = db_err(db, -EBADMSG,
+			    "database %s is corrupt (%s: %s): stop otagwd and move the file "
+			    "away; a new one is created on start",
+			    db->path, sql, msg ? (const char *)msg : "?");
+	} else if (rc == SQLITE_ROW) {
+		rc = db_err(db, -EBADMSG, "%s on %s: table %s row %lld violates a foreign key", sql,
+		    db->path, (const char *)sqlite3_column_text(st, 0),
+		    (long long)sqlite3_column_int64(st, 1));
+	} else {
+		rc = db_sqlerr(db, rc, sql);
+	}
 	sqlite3_finalize(st);
 	return rc;
 }
@@ -407,7 +411,9 @@ db_open(const char *path, struct db **out, char *err, size_t errlen)
 	r = db_configure(db);
 	if (r < 0)
 		goto fail;
-	r = db_quick_check(db);
+	/* A damaged file is refused now, with a clear message, rather than failing some later
+	 * operation. The file holds rows, no payloads: this takes milliseconds. */
+	r = db_check_pragma(db, "PRAGMA quick_check(1)", false);
 	if (r < 0)
 		goto fail;
 	r = migrate_run(db);
@@ -449,39 +455,6 @@ const char *
 db_path(const struct db *db)
 {
 	return db->path;
-}
-
-/* Runs a check pragma and reports its first complaint. ok_when_empty: foreign_key_check
- * returns no rows when clean, integrity_check returns "ok". */
-static int
-db_check_pragma(struct db *db, const char *sql, bool ok_when_empty)
-{
-	sqlite3_stmt *st;
-	int rc;
-
-	rc = sqlite3_prepare_v2(db->sql, sql, -1, &st, NULL);
-	if (rc != SQLITE_OK)
-		return db_sqlerr(db, rc, sql);
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_DONE && ok_when_empty) {
-		rc = 0;
-	} else if (rc == SQLITE_ROW && !ok_when_empty) {
-		const unsigned char *msg = sqlite3_column_text(st, 0);
-
-		if (msg && strcmp((const char *)msg, "ok") == 0)
-			rc = 0;
-		else
-			rc = db_err(db, -EBADMSG, "%s on %s: %s", sql, db->path,
-			    msg ? (const char *)msg : "?");
-	} else if (rc == SQLITE_ROW) {
-		rc = db_err(db, -EBADMSG, "%s on %s: table %s row %lld violates a foreign key", sql,
-		    db->path, (const char *)sqlite3_column_text(st, 0),
-		    (long long)sqlite3_column_int64(st, 1));
-	} else {
-		rc = db_sqlerr(db, rc, sql);
-	}
-	sqlite3_finalize(st);
-	return rc;
 }
 
 int

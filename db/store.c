@@ -428,85 +428,83 @@ store_remove_entry(int dirfd, const char *name, const struct stat *st)
 	unlinkat(dirfd, name, S_ISDIR(st->st_mode) ? AT_REMOVEDIR : 0);
 }
 
+/* Calls entry for everything in dirfd (dirname for messages) but "." and "..". Removing the
+ * current entry during the walk is fine. */
 static int
-store_scan_blobs(struct store *s, struct store_rec *recs, size_t n)
+store_scan(struct store *s, int dirfd, const char *dirname,
+    void (*entry)(
+	struct store *s, const char *name, const struct stat *st, struct store_rec *recs, size_t n),
+    struct store_rec *recs, size_t n)
 {
-	struct store_rec *rec;
 	struct dirent *de;
 	struct stat st;
 	DIR *d;
 
-	d = store_dir_stream(s->blobs_fd);
+	d = store_dir_stream(dirfd);
 	if (!d)
-		return db_err(s->db, -errno, "cannot read directory %s/blobs: %s", s->cache_dir,
-		    strerror(errno));
+		return db_err(s->db, -errno, "cannot read directory %s/%s: %s", s->cache_dir,
+		    dirname, strerror(errno));
 	while ((de = readdir(d))) {
 		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
 			continue;
-		if (fstatat(s->blobs_fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-			continue;
-		rec = store_name_valid(de->d_name, "") ? store_rec_find(recs, n, de->d_name) : NULL;
-		if (!rec || !S_ISREG(st.st_mode) || (uint64_t)st.st_size != rec->size) {
-			store_remove_entry(s->blobs_fd, de->d_name, &st);
-			continue;
-		}
-		rec->blob = true;
-		if ((st.st_mode & 07777) != 0444)
-			fchmodat(s->blobs_fd, de->d_name, 0444, 0);
+		if (fstatat(dirfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0)
+			entry(s, de->d_name, &st, recs, n);
 	}
 	closedir(d);
 	return 0;
 }
 
-static int
-store_scan_partial(struct store *s, struct store_rec *recs, size_t n)
+/* An entry of blobs/: kept if it is the blob of a row, with the row's length. */
+static void
+store_scan_blob(
+    struct store *s, const char *name, const struct stat *st, struct store_rec *recs, size_t n)
+{
+	struct store_rec *rec;
+
+	rec = store_name_valid(name, "") ? store_rec_find(recs, n, name) : NULL;
+	if (!rec || !S_ISREG(st->st_mode) || (uint64_t)st->st_size != rec->size) {
+		store_remove_entry(s->blobs_fd, name, st);
+		return;
+	}
+	rec->blob = true;
+	if ((st->st_mode & 07777) != 0444)
+		fchmodat(s->blobs_fd, name, 0444, 0);
+}
+
+/* An entry of partial/ (scanned after blobs/): kept if it is the download of a partial row. */
+static void
+store_scan_part(
+    struct store *s, const char *name, const struct stat *st, struct store_rec *recs, size_t n)
 {
 	char key[STORE_SHA256_HEX + 1];
 	struct store_rec *rec = NULL;
-	struct dirent *de;
-	struct stat st;
-	DIR *d;
 	int fd;
 
-	d = store_dir_stream(s->partial_fd);
-	if (!d)
-		return db_err(s->db, -errno, "cannot read directory %s/partial: %s", s->cache_dir,
-		    strerror(errno));
-	while ((de = readdir(d))) {
-		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-			continue;
-		if (fstatat(s->partial_fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-			continue;
-		rec = NULL;
-		if (store_name_valid(de->d_name, STORE_PART_SUFFIX)) {
-			snprintf(key, sizeof(key), "%.*s", STORE_SHA256_HEX, de->d_name);
-			rec = store_rec_find(recs, n, key);
-		}
-		/* A partial beside a blob of the same key is a leftover: the blob wins. */
-		if (!rec || rec->state != STORE_STATE_PARTIAL || rec->blob ||
-		    !S_ISREG(st.st_mode)) {
-			store_remove_entry(s->partial_fd, de->d_name, &st);
-			continue;
-		}
-		rec->part = true;
-		rec->present = (uint64_t)st.st_size;
-		/* A crash between the chmod and the rename of a commit leaves it read-only. */
-		if ((st.st_mode & 0600) != 0600)
-			fchmodat(s->partial_fd, de->d_name, 0640, 0);
-		if (rec->present > rec->size) {
-			/* Longer than the artifact: the bytes cannot be right. Start over. */
-			fd = openat(s->partial_fd, de->d_name, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
-			if (fd < 0 || ftruncate(fd, 0) < 0) {
-				unlinkat(s->partial_fd, de->d_name, 0);
-				rec->part = false;
-			}
-			if (fd >= 0)
-				close(fd);
-			rec->present = 0;
-		}
+	if (store_name_valid(name, STORE_PART_SUFFIX)) {
+		snprintf(key, sizeof(key), "%.*s", STORE_SHA256_HEX, name);
+		rec = store_rec_find(recs, n, key);
 	}
-	closedir(d);
-	return 0;
+	/* A partial beside a blob of the same key is a leftover: the blob wins. */
+	if (!rec || rec->state != STORE_STATE_PARTIAL || rec->blob || !S_ISREG(st->st_mode)) {
+		store_remove_entry(s->partial_fd, name, st);
+		return;
+	}
+	rec->part = true;
+	rec->present = (uint64_t)st->st_size;
+	/* A crash between the chmod and the rename of a commit leaves it read-only. */
+	if ((st->st_mode & 0600) != 0600)
+		fchmodat(s->partial_fd, name, 0640, 0);
+	if (rec->present > rec->size) {
+		/* Longer than the artifact: the bytes cannot be right. Start over. */
+		fd = openat(s->partial_fd, name, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+		if (fd < 0 || ftruncate(fd, 0) < 0) {
+			unlinkat(s->partial_fd, name, 0);
+			rec->part = false;
+		}
+		if (fd >= 0)
+			close(fd);
+		rec->present = 0;
+	}
 }
 
 /* Applies what the scans found to the rows, in one transaction. */
@@ -550,9 +548,9 @@ store_reconcile(struct store *s)
 
 	r = store_rec_load(s, &recs, &n);
 	if (r == 0)
-		r = store_scan_blobs(s, recs, n);
+		r = store_scan(s, s->blobs_fd, "blobs", store_scan_blob, recs, n);
 	if (r == 0)
-		r = store_scan_partial(s, recs, n);
+		r = store_scan(s, s->partial_fd, "partial", store_scan_part, recs, n);
 	if (r == 0)
 		r = store_rec_apply(s, recs, n);
 	free(recs);

@@ -160,6 +160,29 @@ dbtest_add(struct store *s, const uint8_t *buf, size_t len, char hex[STORE_SHA25
 }
 
 void
+dbtest_add_seed(struct store *s, unsigned seed, size_t len, char hex[STORE_SHA256_HEX + 1])
+{
+	uint8_t *buf = malloc(len);
+
+	ck_assert_ptr_nonnull(buf);
+	dbtest_payload(buf, len, seed);
+	dbtest_add(s, buf, len, hex);
+	free(buf);
+}
+
+int
+dbtest_run(Suite *suite)
+{
+	SRunner *sr = srunner_create(suite);
+	int failed;
+
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
+
+void
 dbtest_blob_path(const struct dbtest *t, const char *hex, char *out, size_t size)
 {
 	snprintf(out, size, "%s/blobs/%s", t->cache, hex);

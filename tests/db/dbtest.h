@@ -3,6 +3,7 @@
 #ifndef OTAGW_DBTEST_H
 #define OTAGW_DBTEST_H
 
+#include <check.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -42,6 +43,12 @@ void dbtest_sha256(const uint8_t *buf, size_t len, uint8_t digest[STORE_SHA256_L
 /* Downloads buf into the store the way the download manager does (partial_open, pwrite,
  * commit) and returns its key in hex. Fails the test on any error. */
 void dbtest_add(struct store *s, const uint8_t *buf, size_t len, char hex[STORE_SHA256_HEX + 1]);
+
+/* dbtest_add() of len bytes made from seed. */
+void dbtest_add_seed(struct store *s, unsigned seed, size_t len, char hex[STORE_SHA256_HEX + 1]);
+
+/* Runs every test of suite and returns the exit status for main(). */
+int dbtest_run(Suite *suite);
 
 /* Fills a meta for buf's artifact (url "https://cdn.example/<hex>", version "1.0.0"). hex must
  * hold the key. */

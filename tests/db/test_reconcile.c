@@ -31,15 +31,11 @@ teardown(void)
 	dbtest_done(&t);
 }
 
+/* Adds len bytes made from seed; hex receives the key. */
 static void
 add(unsigned seed, size_t len, char hex[STORE_SHA256_HEX + 1])
 {
-	uint8_t *buf = malloc(len);
-
-	ck_assert_ptr_nonnull(buf);
-	dbtest_payload(buf, len, seed);
-	dbtest_add(t.s, buf, len, hex);
-	free(buf);
+	dbtest_add_seed(t.s, seed, len, hex);
 }
 
 static int
@@ -523,11 +519,5 @@ reconcile_suite(void)
 int
 main(void)
 {
-	SRunner *sr = srunner_create(reconcile_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return dbtest_run(reconcile_suite());
 }
