@@ -167,6 +167,26 @@ store_get(struct store *s, const char *key, struct store_artifact *a)
 	return r;
 }
 
+/* Normalises a caller's sha256 into key and reads its row. */
+static int
+store_find(struct store *s, const char *sha256, char *key, struct store_artifact *a)
+{
+	int r = store_key(s, sha256, key);
+
+	return r < 0 ? r : store_get(s, key, a);
+}
+
+/* store_find() for the partial-only calls: -ENOENT unless a download is in progress. */
+static int
+store_find_partial(struct store *s, const char *sha256, char *key, struct store_artifact *a)
+{
+	int r = store_find(s, sha256, key, a);
+
+	if (r == 0 && a->state != STORE_STATE_PARTIAL)
+		r = db_err(s->db, -ENOENT, "artifact %s has no download in progress", key);
+	return r;
+}
+
 /* Runs a statement whose parameters are (key, optional integer). */
 static int
 store_exec_key(struct store *s, const char *sql, const char *key, int64_t v, const char *what)
@@ -667,12 +687,8 @@ int
 store_artifact_get(struct store *s, const char *sha256, struct store_artifact *out)
 {
 	char key[STORE_SHA256_HEX + 1];
-	int r;
 
-	r = store_key(s, sha256, key);
-	if (r == 0)
-		r = store_get(s, key, out);
-	return r;
+	return store_find(s, sha256, key, out);
 }
 
 /* --- downloads -------------------------------------------------------------------------- */
@@ -867,13 +883,9 @@ store_partial_progress(struct store *s, const char *sha256, uint64_t present)
 	struct store_artifact a;
 	int r;
 
-	r = store_key(s, sha256, key);
-	if (r == 0)
-		r = store_get(s, key, &a);
+	r = store_find_partial(s, sha256, key, &a);
 	if (r < 0)
 		return r;
-	if (a.state != STORE_STATE_PARTIAL)
-		return db_err(s->db, -ENOENT, "artifact %s has no download in progress", key);
 	if (present > a.size)
 		return db_err(s->db, -EINVAL,
 		    "artifact %s: %" PRIu64 " bytes present is more than its size %" PRIu64, key,
@@ -889,13 +901,9 @@ store_partial_restart(struct store *s, const char *sha256)
 	struct store_artifact a;
 	int fd, r;
 
-	r = store_key(s, sha256, key);
-	if (r == 0)
-		r = store_get(s, key, &a);
+	r = store_find_partial(s, sha256, key, &a);
 	if (r < 0)
 		return r;
-	if (a.state != STORE_STATE_PARTIAL)
-		return db_err(s->db, -ENOENT, "artifact %s has no download in progress", key);
 	store_part_name(key, name);
 	fd = openat(s->partial_fd, name, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0)
@@ -952,9 +960,7 @@ store_partial_close(struct store *s, const char *sha256, int fd)
 		present = (uint64_t)sb.st_size;
 	if (fd >= 0)
 		close(fd);
-	r = store_key(s, sha256, key);
-	if (r == 0)
-		r = store_get(s, key, &a);
+	r = store_find_partial(s, sha256, key, &a);
 	if (r < 0)
 		return r;
 	if (present > a.size)
@@ -1029,11 +1035,7 @@ store_commit(struct store *s, const char *sha256, int fd, const uint8_t digest[S
 	struct store_artifact a;
 	int r;
 
-	r = store_key(s, sha256, key);
-	if (r == 0)
-		r = store_get(s, key, &a);
-	if (r == 0 && a.state != STORE_STATE_PARTIAL)
-		r = db_err(s->db, -ENOENT, "artifact %s has no download in progress", key);
+	r = store_find_partial(s, sha256, key, &a);
 	if (r < 0) {
 		if (fd >= 0)
 			close(fd);
@@ -1107,9 +1109,7 @@ store_discard(struct store *s, const char *sha256)
 	struct store_artifact a;
 	int r;
 
-	r = store_key(s, sha256, key);
-	if (r == 0)
-		r = store_get(s, key, &a);
+	r = store_find(s, sha256, key, &a);
 	if (r < 0)
 		return r;
 	if (a.pins > 0)
@@ -1127,9 +1127,7 @@ store_blob_get(struct store *s, const char *sha256, char *key, struct store_arti
 {
 	int fd, r;
 
-	r = store_key(s, sha256, key);
-	if (r == 0)
-		r = store_get(s, key, a);
+	r = store_find(s, sha256, key, a);
 	if (r < 0)
 		return r;
 	if (a->state != STORE_STATE_COMPLETE)
