@@ -92,8 +92,9 @@ int devices_upsert(struct db *db, const struct devices_hello *hello);
 /* Reads one device. -EINVAL (bad serial), -ENOENT (unknown). */
 int devices_get(struct db *db, const char *serial, struct devices_entry *out);
 
-/* Calls cb for every device, by serial. The rows are read before the first call, so cb may
- * call db functions. A non-zero return from cb stops the walk and is returned. */
+/* Calls cb for every device, by serial. Rows are read one at a time, so cb may call db
+ * functions (a device added during the walk is visited if its serial sorts later). A non-zero
+ * return from cb stops the walk and is returned. */
 int devices_foreach(struct db *db, int (*cb)(const struct devices_entry *d, void *arg), void *arg);
 
 /* Records an upstream check: last_check/last_result/last_reason always; an UPDATE or NO_UPDATE

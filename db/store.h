@@ -113,18 +113,20 @@ int store_artifact_get(struct store *s, const char *sha256, struct store_artifac
 /* Creates the partial file for an artifact (recording meta) or reopens the existing one for a
  * resume (updating url, url_fetched and the other metadata). *fd is O_RDWR|O_CLOEXEC, owned by
  * the caller until it hands it to store_commit() or store_partial_close(); write with
- * pwrite() at offsets from *present (the current file length) on. Takes one pin for the
- * caller. Before creating, evicts least-recently-used unpinned entries so the full size fits
- * the cap, and reserves the disk space (fallocate with KEEP_SIZE, where supported).
+ * pwrite() at offsets from *present (the current file length) on; if *present is the whole
+ * size (a crash in the middle of a commit), request nothing: hash the file and commit. Takes
+ * one pin for the caller. Before creating, evicts least-recently-used unpinned entries so the
+ * full size fits the cap, and reserves the disk space (fallocate with KEEP_SIZE, where
+ * supported).
  * Errors: -EINVAL (bad meta), -EFBIG (size alone is larger than the cap: raise the cap),
  * -EEXIST (already complete: serve it), -EBUSY (pinned: another download holds it), -ENOSPC
  * (pinned entries leave no room under the cap, or the disk is full), -EIO. */
 int store_partial_open(
     struct store *s, const struct store_partial_meta *meta, int *fd, uint64_t *present);
 
-/* Records download progress (bytes written so far). Cheap: one row update, no fsync of the
- * file; after a crash the file length is what counts. -ENOENT if no partial exists, -EINVAL if
- * present is above the artifact size. */
+/* Records download progress (bytes written so far) for usage figures. One row update (a WAL
+ * fsync) and no fsync of the file: after a crash the file length is what counts. -ENOENT if no
+ * partial exists, -EINVAL if present is above the artifact size. */
 int store_partial_progress(struct store *s, const char *sha256, uint64_t present);
 
 /* The server ignored Range: truncates the partial file to 0 bytes (the caller's fd sees it;
@@ -184,9 +186,10 @@ int store_usage(struct store *s, uint64_t *bytes, uint64_t *count);
  * (either may be NULL) receive what was freed. */
 int store_purge(struct store *s, uint64_t *bytes, uint64_t *count);
 
-/* Calls cb for every artifact, least recently used first. The rows are read before the first
- * call, so cb may call store functions. A non-zero return from cb stops the walk and is
- * returned. */
+/* Calls cb for every artifact, least recently used first. Rows are read one at a time, so cb
+ * may call store functions; an artifact used during the walk moves to its end and is not
+ * visited twice, and artifacts added during it are not visited. A non-zero return from cb
+ * stops the walk and is returned. */
 int store_foreach_artifact(
     struct store *s, int (*cb)(const struct store_artifact *a, void *arg), void *arg);
 
