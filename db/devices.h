@@ -115,8 +115,8 @@ void devices_answer_clear(struct devices_answer *a);
 int devices_forget_answer(struct db *db, const char *serial);
 
 /* Sets the install state. PENDING needs version and sha256 (the image the device verified);
- * CONFIRMED and FAILED keep the pending version and sha256 (version/sha256 must be NULL or
- * equal); NONE clears them. -ENOENT, -EINVAL. */
+ * CONFIRMED and FAILED need a PENDING install and keep its version and sha256 (version and
+ * sha256 must be NULL or equal to them); NONE clears them. -ENOENT, -EINVAL. */
 int devices_set_install(struct db *db, const char *serial, enum devices_install state,
     const char *version, const char *sha256);
 
