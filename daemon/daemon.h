@@ -1,0 +1,93 @@
+/* The running otagwd: one libevent event_base, the configuration in force, the systemd
+ * notifier, and the modules (store, upstream client, links and sessions, D-Bus service) that
+ * are started in table order, told about a reload, and stopped in reverse order. Signals are
+ * libevent signal events: SIGHUP reloads, SIGTERM and SIGINT stop; nothing runs in signal
+ * context. */
+#ifndef OTAGW_DAEMON_H
+#define OTAGW_DAEMON_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct config;
+struct daemon;
+struct event;
+struct event_base;
+struct notify;
+
+/* A part of the daemon with a lifetime of its own, listed in daemon.c's module table in
+ * dependency order (the store before the sessions that use it). Every hook may be NULL. */
+struct daemon_module {
+	const char *name;
+	/* Once at start-up, with d->cfg set. Returns 0, or a negative errno after logging what
+	 * failed and what to do; the daemon then stops the modules already started and exits
+	 * with status 1. A module that becomes ready later (asynchronously) calls
+	 * daemon_ready_hold() here and daemon_ready_release() when it is. */
+	int (*start)(struct daemon *d);
+	/* After a SIGHUP loaded a valid configuration and put it in d->cfg; old is the one it
+	 * replaced (freed once every hook returned). Applies what changed (limits, links
+	 * added or removed). A failure is logged by the module, which keeps serving with what
+	 * it has; return it as a negative errno so the reload is reported as partial. */
+	int (*reload)(struct daemon *d, const struct config *old);
+	/* Once on shutdown (SIGTERM/SIGINT or daemon_stop()), in reverse table order, for
+	 * modules whose start succeeded: persist state (e.g. every session's progress), close
+	 * links. Runs inside the loop, which exits when every stop hook has returned. */
+	void (*stop)(struct daemon *d);
+};
+
+struct daemon {
+	struct event_base *base;
+	struct config *cfg;      /* in force; replaced whole by a successful reload */
+	const char *config_path; /* reloads read this path again */
+	bool verbose;            /* -v: debug logging whatever log_level says */
+	struct notify *notify;
+	/* Modules keep their state here, e.g. struct store *store; struct upstream *upstream;
+	 * struct links *links; struct dbus *dbus. */
+
+	/* Private to daemon.c. */
+	struct event *sig_hup, *sig_term, *sig_int;
+	size_t n_started; /* modules whose start hook returned 0 */
+	unsigned ready_holds;
+	bool ready;
+	bool stopping;
+	int exit_code;
+};
+
+/* Creates the daemon on base, taking ownership of cfg (loaded from config_path, which must
+ * outlive d). Nothing starts yet. Returns 0 or -ENOMEM; on failure cfg stays the caller's. */
+int daemon_new(struct event_base *base, const char *config_path, struct config *cfg, bool verbose,
+    struct daemon **out);
+
+/* Installs the signal events, starts every module in order, and sends READY=1 as soon as no
+ * module holds readiness back. Returns 0, or the first module's error (the ones started are
+ * stopped again; the caller then frees d and exits 1). */
+int daemon_start(struct daemon *d);
+
+/* Delays READY=1 until a matching daemon_ready_release(), for a module whose start finishes
+ * asynchronously (e.g. acquiring a bus name). */
+void daemon_ready_hold(struct daemon *d);
+void daemon_ready_release(struct daemon *d);
+
+/* Reloads the configuration from d->config_path (what SIGHUP does): parses a fresh config;
+ * if it has errors, logs every one and keeps the running configuration; else swaps it in
+ * and calls every module's reload hook. Settings that need a restart keep their running
+ * value with a warning. Sends RELOADING=1 before and READY=1 after. Returns 0, -EINVAL
+ * (config errors), or the first module's reload error. */
+int daemon_reload(struct daemon *d);
+
+/* Stops the modules in reverse order (sends STOPPING=1 first) and makes the event loop exit
+ * with exit_code. Later calls do nothing. */
+void daemon_stop(struct daemon *d, int exit_code);
+
+/* The status the process should exit with: 0 after a clean stop. */
+int daemon_exit_code(const struct daemon *d);
+
+/* Sets the STATUS= line `systemctl status` shows. */
+void daemon_set_status(struct daemon *d, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* Stops the modules if that has not happened yet and frees d and its configuration. Accepts
+ * NULL. */
+void daemon_free(struct daemon *d);
+
+#endif

@@ -1,0 +1,398 @@
+/* The real otagwd binary: the command line, --check-config on good and bad files (exit codes
+ * and output), the shipped example configuration, start-up with a bad file, SIGTERM/SIGINT,
+ * and SIGHUP reloads: a broken file keeps the running configuration, a good one is applied. */
+#include <check.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "testutil.h"
+
+#define KEY     "0123456789abcdef0123456789abcdef"
+#define TIMEOUT 60000 /* ms; generous: the box is shared and sanitizers are slow */
+
+struct env {
+	char *dir, *conf, *key;
+};
+
+static void
+env_init(struct env *e)
+{
+	e->dir = tu_tmpdir();
+	e->conf = tu_path(e->dir, "otagw.conf");
+	e->key = tu_path(e->dir, "key");
+	tu_write(e->key, 0600, KEY "\n");
+}
+
+static void
+env_free(struct env *e)
+{
+	tu_rmrf(e->dir);
+	free(e->dir);
+	free(e->conf);
+	free(e->key);
+}
+
+/* A configuration serving one unix socket in the test's directory, plus extra lines (in
+ * [general] unless they open a section). */
+static void
+env_conf(struct env *e, const char *general)
+{
+	char *text, *t;
+
+	ck_assert_int_gt(asprintf(&text,
+			     "[general]\nstate_dir = @DIR@/state\ncache_dir = @DIR@/cache\n%s\n"
+			     "[memfault]\nproject_key_file = @DIR@/key\n"
+			     "[unix \"sim\"]\nlisten = @DIR@/sim.sock\n",
+			     general),
+	    0);
+	t = tu_subst(text, "@DIR@", e->dir);
+	tu_write(e->conf, 0644, t);
+	free(t);
+	free(text);
+}
+
+START_TEST(test_check_config_ok)
+{
+	struct tu_proc p;
+	struct env e;
+
+	env_init(&e);
+	env_conf(&e, "");
+	{
+		char *argv[] = {(char *)tu_otagwd(), "--check-config", "-c", e.conf, NULL};
+
+		ck_assert_int_eq(tu_run(&p, argv, NULL), 0);
+	}
+	ck_assert_str_eq(p.out, "configuration OK\n");
+	ck_assert_str_eq(p.err, "");
+	tu_proc_free(&p);
+	env_free(&e);
+}
+END_TEST
+
+START_TEST(test_check_config_errors)
+{
+	struct tu_proc p;
+	struct env e;
+	char *want;
+
+	env_init(&e);
+	env_conf(&e, "max_transfers = 0\nlog_level = loud");
+	{
+		char *argv[] = {(char *)tu_otagwd(), "-c", e.conf, "--check-config", NULL};
+
+		ck_assert_int_eq(tu_run(&p, argv, NULL), 1);
+	}
+	ck_assert_str_eq(p.out, "");
+	want = tu_subst("@CONF@:4: max_transfers = 0: out of range; use a whole number from 1 to "
+			"1024\n@CONF@:5: log_level = loud: unknown level; use err, warn, notice, "
+			"info or debug\n",
+	    "@CONF@", e.conf);
+	ck_assert_str_eq(p.err, want);
+	free(want);
+	tu_proc_free(&p);
+
+	/* A file that does not exist. */
+	unlink(e.conf);
+	{
+		char *argv[] = {(char *)tu_otagwd(), "--config", e.conf, "--check-config", NULL};
+
+		ck_assert_int_eq(tu_run(&p, argv, NULL), 1);
+	}
+	want = tu_subst("@CONF@: cannot open: No such file or directory\n", "@CONF@", e.conf);
+	ck_assert_str_eq(p.err, want);
+	ck_assert_str_eq(p.out, "");
+	free(want);
+	tu_proc_free(&p);
+	env_free(&e);
+}
+END_TEST
+
+/* conf/otagw.conf passes once its placeholder key file exists, and that placeholder is the
+ * only thing it needs from the machine. */
+START_TEST(test_example_config)
+{
+	static const char placeholder[] = "/etc/otagw/project-key";
+	const char *src = getenv("OTAGW_SOURCE_DIR");
+	struct tu_proc p;
+	struct env e;
+	char *example, *text, *t, *want;
+	size_t len = 0;
+	FILE *f;
+
+	ck_assert_ptr_nonnull(src);
+	env_init(&e);
+	example = tu_path(src, "conf/otagw.conf");
+	f = fopen(example, "r");
+	ck_assert_ptr_nonnull(f);
+	text = calloc(1, 65536);
+	len = fread(text, 1, 65535, f);
+	fclose(f);
+	ck_assert_uint_gt(len, 0);
+	ck_assert_ptr_nonnull(strstr(text, placeholder));
+
+	t = tu_subst(text, placeholder, e.key);
+	tu_write(e.conf, 0644, t);
+	free(t);
+	{
+		char *argv[] = {(char *)tu_otagwd(), "--check-config", "-c", e.conf, NULL};
+
+		ck_assert_int_eq(tu_run(&p, argv, NULL), 0);
+		ck_assert_str_eq(p.out, "configuration OK\n");
+		ck_assert_str_eq(p.err, "");
+		tu_proc_free(&p);
+	}
+	if (access(placeholder, F_OK) != 0) {
+		char *argv[] = {(char *)tu_otagwd(), "--check-config", "-c", example, NULL};
+
+		ck_assert_int_eq(tu_run(&p, argv, NULL), 1);
+		ck_assert_int_gt(asprintf(&want,
+				     "project_key_file = %s: cannot open: No such file "
+				     "or directory\n",
+				     placeholder),
+		    0);
+		ck_assert_msg(
+		    strstr(p.err, want) != NULL && strchr(p.err, '\n') == strrchr(p.err, '\n'),
+		    "got: %s", p.err);
+		free(want);
+		tu_proc_free(&p);
+	}
+	free(text);
+	free(example);
+	env_free(&e);
+}
+END_TEST
+
+START_TEST(test_cli)
+{
+	struct tu_proc p;
+
+	{
+		char *argv[] = {(char *)tu_otagwd(), "--version", NULL};
+
+		ck_assert_int_eq(tu_run(&p, argv, NULL), 0);
+		ck_assert_str_eq(p.out, "otagwd " OTAGW_VERSION "\n");
+		tu_proc_free(&p);
+	}
+	{
+		char *argv[] = {(char *)tu_otagwd(), "--help", NULL};
+
+		ck_assert_int_eq(tu_run(&p, argv, NULL), 0);
+		ck_assert_ptr_eq(strstr(p.out, "Usage: otagwd [-c PATH] [--check-config] [-v]... "
+					       "[--version] [--help]\n"),
+		    p.out);
+		ck_assert_ptr_nonnull(strstr(p.out, "/etc/otagw/otagw.conf"));
+		tu_proc_free(&p);
+	}
+	{
+		char *argv[] = {(char *)tu_otagwd(), "--bogus", NULL};
+
+		ck_assert_int_eq(tu_run(&p, argv, NULL), 2);
+		ck_assert_ptr_nonnull(strstr(p.err, "Try 'otagwd --help'."));
+		tu_proc_free(&p);
+	}
+	{
+		char *argv[] = {(char *)tu_otagwd(), "-c", NULL};
+
+		ck_assert_int_eq(tu_run(&p, argv, NULL), 2);
+		tu_proc_free(&p);
+	}
+	{
+		char *argv[] = {(char *)tu_otagwd(), "extra", NULL};
+
+		ck_assert_int_eq(tu_run(&p, argv, NULL), 2);
+		ck_assert_ptr_nonnull(strstr(p.err, "unexpected argument 'extra'"));
+		tu_proc_free(&p);
+	}
+}
+END_TEST
+
+START_TEST(test_start_bad_config)
+{
+	struct tu_proc p;
+	struct env e;
+	char *want;
+
+	env_init(&e);
+	env_conf(&e, "cache_max = lots");
+	{
+		char *argv[] = {(char *)tu_otagwd(), "-c", e.conf, NULL};
+
+		ck_assert_int_eq(tu_run(&p, argv, NULL), 1);
+	}
+	want = tu_subst("@CONF@:4: cache_max = lots: not a size", "@CONF@", e.conf);
+	ck_assert_ptr_nonnull(strstr(p.err, want));
+	free(want);
+	ck_assert_ptr_nonnull(strstr(p.err, "Failed to load the configuration"));
+	tu_proc_free(&p);
+	env_free(&e);
+}
+END_TEST
+
+/* SIGTERM and SIGINT stop cleanly with status 0 (and, in the sanitizer build, no leak). */
+START_TEST(test_stop_signals)
+{
+	static const int sigs[] = {SIGTERM, SIGINT};
+	const char *name[] = {"SIGTERM", "SIGINT"};
+	struct tu_proc p;
+	struct env e;
+	char line[64];
+	size_t i;
+
+	env_init(&e);
+	env_conf(&e, "");
+	for (i = 0; i < 2; i++) {
+		char *argv[] = {(char *)tu_otagwd(), "-c", e.conf, NULL};
+
+		tu_spawn(&p, argv, NULL);
+		ck_assert_uint_gt(tu_wait_stderr(&p, "ready", 0, TIMEOUT), 0);
+		ck_assert_int_eq(kill(p.pid, sigs[i]), 0);
+		ck_assert_int_eq(tu_wait_exit(&p, TIMEOUT), 0);
+		snprintf(line, sizeof(line), "Received %s, stopping", name[i]);
+		ck_assert_ptr_nonnull(strstr(p.err, line));
+		ck_assert_ptr_nonnull(strstr(p.err, "Stopped"));
+		tu_proc_free(&p);
+	}
+	env_free(&e);
+}
+END_TEST
+
+START_TEST(test_sighup)
+{
+	char *argv[] = {(char *)tu_otagwd(), "-c", NULL, NULL};
+	struct tu_proc p;
+	struct env e;
+	size_t at, mark;
+	char *want;
+
+	env_init(&e);
+	argv[2] = e.conf;
+	env_conf(&e, "log_level = info");
+	tu_spawn(&p, argv, NULL);
+	at = tu_wait_stderr(&p, "ready", 0, TIMEOUT);
+	ck_assert_uint_gt(at, 0);
+	ck_assert_ptr_null(strstr(p.err, " debug: ")); /* info: no debug lines */
+
+	/* A broken file (that would also turn on debug logging) is refused with every error. */
+	env_conf(&e, "log_level = debug\nmax_transfers = many\n[nope]");
+	ck_assert_int_eq(kill(p.pid, SIGHUP), 0);
+	at = tu_wait_stderr(&p, "keeping the running configuration", at, TIMEOUT);
+	ck_assert_uint_gt(at, 0);
+	want = tu_subst("@CONF@:5: max_transfers = many: not a number", "@CONF@", e.conf);
+	ck_assert_ptr_nonnull(strstr(p.err, want));
+	free(want);
+	want = tu_subst("@CONF@:6: unknown section [nope]", "@CONF@", e.conf);
+	ck_assert_ptr_nonnull(strstr(p.err, want));
+	free(want);
+	ck_assert_ptr_nonnull(strstr(p.err, "(2 errors)"));
+
+	/* Still running, still at info: a second reload logs no debug line. */
+	mark = at;
+	ck_assert_int_eq(kill(p.pid, SIGHUP), 0);
+	at = tu_wait_stderr(&p, "keeping the running configuration", at, TIMEOUT);
+	ck_assert_uint_gt(at, 0);
+	ck_assert_ptr_null(strstr(p.err + mark, " debug: "));
+	ck_assert_ptr_null(strstr(p.err, "Reloaded"));
+
+	/* A good file is applied: debug logging, new limits, shown in the debug summary. */
+	env_conf(&e, "log_level = debug\nmax_transfers = 5");
+	ck_assert_int_eq(kill(p.pid, SIGHUP), 0);
+	at = tu_wait_stderr(&p, "Reloaded configuration from", at, TIMEOUT);
+	ck_assert_uint_gt(at, 0);
+	at = tu_wait_stderr(&p, "max_transfers 5,", at, TIMEOUT);
+	ck_assert_uint_gt(at, 0);
+
+	/* Settings that need a restart keep their running value, with a warning. */
+	{
+		char *text, *t;
+
+		ck_assert_int_gt(asprintf(&text, "[general]\nstate_dir = @DIR@/elsewhere\n"
+						 "cache_dir = @DIR@/cache\nlog_level = warn\n"
+						 "[memfault]\nproject_key_file = @DIR@/key\n"
+						 "[unix \"sim\"]\nlisten = @DIR@/sim.sock\n"),
+		    0);
+		t = tu_subst(text, "@DIR@", e.dir);
+		tu_write(e.conf, 0644, t);
+		free(t);
+		free(text);
+	}
+	ck_assert_int_eq(kill(p.pid, SIGHUP), 0);
+	want = tu_subst("state_dir changed to @DIR@/elsewhere: restart otagwd to apply it; still "
+			"using @DIR@/state",
+	    "@DIR@", e.dir);
+	at = tu_wait_stderr(&p, want, at, TIMEOUT);
+	free(want);
+	ck_assert_uint_gt(at, 0);
+	mark = at;
+
+	/* log_level = warn took effect: the next (broken) reload shows its error but no info
+	 * line, and the one before it logged no "Reloaded" at info. */
+	env_conf(&e, "bogus = 1");
+	ck_assert_int_eq(kill(p.pid, SIGHUP), 0);
+	at = tu_wait_stderr(&p, "keeping the running configuration", at, TIMEOUT);
+	ck_assert_uint_gt(at, 0);
+	ck_assert_ptr_null(strstr(p.err + mark, "Reloaded"));
+	ck_assert_ptr_null(strstr(p.err + mark, "Received SIGHUP"));
+
+	ck_assert_int_eq(kill(p.pid, SIGTERM), 0);
+	ck_assert_int_eq(tu_wait_exit(&p, TIMEOUT), 0);
+	tu_proc_free(&p);
+	env_free(&e);
+}
+END_TEST
+
+/* -v logs debug whatever log_level says. */
+START_TEST(test_verbose)
+{
+	char *argv[] = {(char *)tu_otagwd(), "-c", NULL, "-v", "-v", NULL};
+	struct tu_proc p;
+	struct env e;
+	size_t at;
+
+	env_init(&e);
+	argv[2] = e.conf;
+	env_conf(&e, "log_level = err");
+	tu_spawn(&p, argv, NULL);
+	at = tu_wait_stderr(&p, "Link sim: unix listen on", 0, TIMEOUT);
+	ck_assert_uint_gt(at, 0);
+	ck_assert_int_eq(kill(p.pid, SIGHUP), 0);
+	ck_assert_uint_gt(tu_wait_stderr(&p, "Reading configuration", at, TIMEOUT), 0);
+	ck_assert_int_eq(kill(p.pid, SIGTERM), 0);
+	ck_assert_int_eq(tu_wait_exit(&p, TIMEOUT), 0);
+	tu_proc_free(&p);
+	env_free(&e);
+}
+END_TEST
+
+static Suite *
+otagwd_suite(void)
+{
+	Suite *s = suite_create("otagwd");
+	TCase *tc = tcase_create("otagwd");
+
+	tcase_add_test(tc, test_check_config_ok);
+	tcase_add_test(tc, test_check_config_errors);
+	tcase_add_test(tc, test_example_config);
+	tcase_add_test(tc, test_cli);
+	tcase_add_test(tc, test_start_bad_config);
+	tcase_add_test(tc, test_stop_signals);
+	tcase_add_test(tc, test_sighup);
+	tcase_add_test(tc, test_verbose);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int
+main(void)
+{
+	SRunner *sr = srunner_create(otagwd_suite());
+	int failed;
+
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
