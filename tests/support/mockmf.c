@@ -498,6 +498,27 @@ mockmf_rel_for_device(const struct mockmf_rel *rel, const char *serial)
 	return false;
 }
 
+static int
+mockmf_sign(
+    const struct mockmf *m, const struct mockmf_payload *p, uint64_t sig, char *buf, size_t bufsz)
+{
+	int n = snprintf(buf, bufsz, "%s%s%s?sig=%" PRIu64 "&Expires=%lld", m->base_url,
+	    MOCKMF_CDN_PREFIX, p->name, sig, (long long)time(NULL) + 6 * 3600);
+
+	return n < 0 || (size_t)n >= bufsz ? -ENAMETOOLONG : 0;
+}
+
+int
+mockmf_payload_url(struct mockmf *m, const char *name, char *buf, size_t bufsz)
+{
+	const struct mockmf_payload *p;
+
+	TAILQ_FOREACH(p, &m->payloads, entry)
+	if (strcmp(p->name, name) == 0)
+		return mockmf_sign(m, p, m->sig_next++, buf, bufsz);
+	return -ENOENT;
+}
+
 static json_t *
 mockmf_rel_json(struct mockmf *m, const struct mockmf_rel *rel)
 {
@@ -510,8 +531,7 @@ mockmf_rel_json(struct mockmf *m, const struct mockmf_rel *rel)
 		const struct mockmf_payload *p = a->payload;
 		char url[512];
 
-		snprintf(url, sizeof(url), "%s%s%s?sig=%" PRIu64 "&Expires=%lld", m->base_url,
-		    MOCKMF_CDN_PREFIX, p->name, sig, (long long)time(NULL) + 6 * 3600);
+		mockmf_sign(m, p, sig, url, sizeof(url));
 		json_array_append_new(
 		    arts, json_pack("{s:I,s:s,s:s,s:s,s:s,s:I,s:o,s:s,s:s,s:s,s:n,s:s}", "id",
 			      (json_int_t)a->id, "created_date", "2026-11-01T10:00:00.123456+00:00",

@@ -110,6 +110,10 @@ int mockmf_push(struct mockmf *m, const char *path, const struct mockmf_response
 /* Drops what is queued for path (NULL: for every path). */
 void mockmf_clear(struct mockmf *m, const char *path);
 
+/* Writes a freshly signed CDN URL for payload name into buf, as the latest endpoint would hand
+ * out. Returns 0, -ENOENT (unknown payload) or -ENAMETOOLONG. */
+int mockmf_payload_url(struct mockmf *m, const char *name, char *buf, size_t bufsz);
+
 /* Every CDN URL handed out so far answers 403 from now on, like a signed URL past its expiry;
  * later answers of the latest endpoint carry fresh URLs. */
 void mockmf_expire_urls(struct mockmf *m);
