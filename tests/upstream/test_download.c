@@ -316,6 +316,24 @@ START_TEST(test_fresh_download)
 }
 END_TEST
 
+START_TEST(test_redirect_to_cdn)
+{
+	struct waiter s = {.mode = REFRESH_NONE};
+
+	/* the payload URL answers with a redirect (to the CDN path, the signed query kept) */
+	ck_assert_int_eq(
+	    mockmf_push(mf, "/cdn/fw.bin", &(struct mockmf_response){.redirect = "/cdn/fw.bin"}),
+	    0);
+	get(&s);
+	t_run_until(base, &s.done, 60);
+	ck_assert_msg(s.err == 0, "%s", s.msg);
+	ck_assert_uint_eq(cdn_gets(), 2);
+	ck_assert_int_eq(cdn_get(0)->status, 302);
+	ck_assert_int_eq(cdn_get(1)->status, 200);
+	expect_blob();
+}
+END_TEST
+
 START_TEST(test_single_flight)
 {
 	struct waiter s[50];
@@ -691,6 +709,7 @@ main(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_set_timeout(tc, 240);
 	tcase_add_test(tc, test_fresh_download);
+	tcase_add_test(tc, test_redirect_to_cdn);
 	tcase_add_test(tc, test_single_flight);
 	tcase_add_test(tc, test_md5);
 	tcase_add_test(tc, test_resume_across_cuts);
