@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/queue.h>
 #include <time.h>
 #include <unistd.h>
@@ -252,7 +253,7 @@ download_commit(struct download_job *job)
 	}
 	if (job->md5[0] != '\0') {
 		for (i = 0; i < mlen; i++)
-			snprintf(hex + 2 * i, 3, "%02x", md5[i]);
+			snprintf(hex + (size_t)2 * i, 3, "%02x", md5[i]);
 		if (strcmp(hex, job->md5) != 0) {
 			download_close_partial(job);
 			store_discard(st, job->sha256);
@@ -267,7 +268,7 @@ download_commit(struct download_job *job)
 	job->fd = -1; /* consumed in every case */
 	if (r == -EBADMSG) {
 		for (i = 0; i < dlen; i++)
-			snprintf(hex + 2 * i, 3, "%02x", digest[i]);
+			snprintf(hex + (size_t)2 * i, 3, "%02x", digest[i]);
 		download_fail(job, r,
 		    "the downloaded bytes hash to sha256 %.16s..., not the %.16s... Memfault "
 		    "announced; deleted, never served",
@@ -365,10 +366,18 @@ download_status(struct download_job *job, struct http_request *req, long status)
 	} else if (status == 416) {
 		/* "bytes *\/N": the object has N bytes, fewer than we hold or asked for */
 		unsigned long long n = 0;
-		int used = 0;
+		char *end = NULL;
 
-		if (cr != NULL && sscanf(cr, "bytes */%llu%n", &n, &used) == 1 &&
-		    cr[used] == '\0' && n != job->size) {
+		if (cr != NULL && strncasecmp(cr, "bytes */", 8) == 0 && cr[8] >= '0' &&
+		    cr[8] <= '9') {
+			errno = 0;
+			n = strtoull(cr + 8, &end, 10);
+			if (errno != 0 || *end != '\0')
+				n = job->size; /* unreadable: treat as no news about the size */
+		} else {
+			n = job->size;
+		}
+		if (n != job->size) {
 			download_close_partial(job);
 			store_discard(job->dm->store, job->sha256);
 			download_fail(job, -EBADMSG,
@@ -734,8 +743,9 @@ download_find(const struct download_manager *dm, const char *sha256)
 {
 	struct download_job *job;
 
+	/* a finishing job is history: a new request for its artifact starts a new one */
 	TAILQ_FOREACH(job, &dm->jobs, entry)
-	if (strcmp(job->sha256, sha256) == 0)
+	if (job->state != DOWNLOAD_STATE_FINISHING && strcmp(job->sha256, sha256) == 0)
 		return job;
 	return NULL;
 }
@@ -813,7 +823,7 @@ download_get(struct download_manager *dm, const struct download_request *req,
 		return -ENOMEM;
 	w->cb = *cb;
 	job = download_find(dm, sha256);
-	if (job == NULL || job->state == DOWNLOAD_STATE_FINISHING) {
+	if (job == NULL) {
 		job = download_job_new(dm, req, sha256, md5);
 		if (job == NULL) {
 			free(w);
@@ -951,6 +961,8 @@ download_foreach(const struct download_manager *dm,
 
 	TAILQ_FOREACH(job, &dm->jobs, entry)
 	{
+		if (job->state == DOWNLOAD_STATE_FINISHING)
+			continue;
 		download_fill_progress(job, &p);
 		if ((r = cb(&p, arg)) != 0)
 			return r;

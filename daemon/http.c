@@ -184,7 +184,7 @@ http_body_append(struct http_request *req, const char *data, size_t n)
 		size_t cap = req->body_cap != 0 ? req->body_cap : HTTP_BODY_INITIAL;
 		char *p;
 
-		while (cap < want)
+		while (cap < want && cap <= SIZE_MAX / 2)
 			cap *= 2;
 		if (cap > req->body_max + 1)
 			cap = (size_t)req->body_max + 1;

@@ -38,6 +38,7 @@ enum refresh_mode {
 	REFRESH_OTHER_SHA, /* Memfault now names another artifact */
 	REFRESH_FAIL,      /* Memfault cannot be asked */
 	REFRESH_NONE,      /* no refresh callback */
+	REFRESH_HOLD,      /* take the request and never answer */
 };
 
 struct waiter {
@@ -89,6 +90,8 @@ on_refresh(struct download_waiter *w, void *userdata)
 	case REFRESH_FAIL:
 		ck_assert_int_eq(
 		    download_waiter_url_failed(w, "Memfault is unavailable (HTTP 503)"), 0);
+		break;
+	case REFRESH_HOLD:
 		break;
 	case REFRESH_NONE:
 		ck_abort_msg("no refresh expected");
@@ -411,8 +414,10 @@ END_TEST
 START_TEST(test_resume_after_restart)
 {
 	struct waiter s = {.mode = REFRESH_NONE};
-	uint64_t present = make_partial(40000);
+	uint64_t present;
 	char want[32];
+
+	ck_assert_uint_ge(make_partial(40000), 40000);
 
 	/* a new process: the store reconciles, the manager resumes from the file */
 	download_manager_free(dm);
@@ -471,6 +476,31 @@ START_TEST(test_expired_url)
 	snprintf(want, sizeof(want), "bytes=%llu-", (unsigned long long)present);
 	ck_assert_str_eq(cdn_get(before + 1)->range, want);
 	ck_assert_int_eq(cdn_get(before + 1)->status, 206);
+}
+END_TEST
+
+START_TEST(test_refresher_leaves)
+{
+	struct waiter a = {.mode = REFRESH_HOLD}, b = {.mode = REFRESH_MINT};
+	unsigned waited = 0;
+	char url[512];
+
+	/* the first waiter asked for a fresh URL goes away: the next one is asked */
+	fresh_url(url, sizeof(url));
+	mockmf_expire_urls(mf);
+	get_with(&a, sha, SIZE, NULL, url, 0);
+	get_with(&b, sha, SIZE, NULL, url, 0);
+	while (a.refreshes == 0) {
+		t_run_for(base, 20);
+		ck_assert_uint_lt(waited++, 3000);
+	}
+	ck_assert_uint_eq(b.refreshes, 0);
+	download_waiter_cancel(a.w);
+	t_run_until(base, &b.done, 60);
+	ck_assert_msg(b.err == 0, "%s", b.msg);
+	ck_assert_uint_eq(b.refreshes, 1);
+	ck_assert(!a.done);
+	expect_blob();
 }
 END_TEST
 
@@ -716,6 +746,7 @@ main(void)
 	tcase_add_test(tc, test_resume_after_restart);
 	tcase_add_test(tc, test_ignored_range);
 	tcase_add_test(tc, test_expired_url);
+	tcase_add_test(tc, test_refresher_leaves);
 	tcase_add_test(tc, test_stale_url_refreshed_first);
 	tcase_add_test(tc, test_refresh_failures);
 	tcase_add_test(tc, test_wrong_size);
