@@ -5,6 +5,7 @@
  * goes through its step event so nothing is freed inside a callback that still runs. */
 #include "download.h"
 
+#include "hex.h"
 #include "http.h"
 #include "ident.h"
 #include "log.h"
@@ -242,7 +243,7 @@ download_commit(struct download_job *job)
 	struct store *st = job->dm->store;
 	uint8_t digest[EVP_MAX_MD_SIZE], md5[EVP_MAX_MD_SIZE];
 	char hex[2 * EVP_MAX_MD_SIZE + 1];
-	unsigned int dlen = 0, mlen = 0, i;
+	unsigned int dlen = 0, mlen = 0;
 	int r;
 
 	download_save_progress(job);
@@ -252,8 +253,7 @@ download_commit(struct download_job *job)
 		return;
 	}
 	if (job->md5[0] != '\0') {
-		for (i = 0; i < mlen; i++)
-			snprintf(hex + (size_t)2 * i, 3, "%02x", md5[i]);
+		hex_encode(md5, mlen, hex);
 		if (strcmp(hex, job->md5) != 0) {
 			download_close_partial(job);
 			store_discard(st, job->sha256);
@@ -267,8 +267,7 @@ download_commit(struct download_job *job)
 	r = store_commit(st, job->sha256, job->fd, digest);
 	job->fd = -1; /* consumed in every case */
 	if (r == -EBADMSG) {
-		for (i = 0; i < dlen; i++)
-			snprintf(hex + (size_t)2 * i, 3, "%02x", digest[i]);
+		hex_encode(digest, dlen, hex);
 		download_fail(job, r,
 		    "the downloaded bytes hash to sha256 %.16s..., not the %.16s... Memfault "
 		    "announced; deleted, never served",
@@ -750,27 +749,18 @@ download_find(const struct download_manager *dm, const char *sha256)
 	return NULL;
 }
 
+/* An MD5 is optional; when given it must be 32 hex digits, kept lower-case. */
 static bool
 download_md5_ok(const char *md5, char *out)
 {
-	size_t i;
+	uint8_t bytes[STORE_MD5_HEX / 2];
 
-	if (md5 == NULL || md5[0] == '\0') {
-		out[0] = '\0';
+	out[0] = '\0';
+	if (md5 == NULL || md5[0] == '\0')
 		return true;
-	}
-	if (strlen(md5) != STORE_MD5_HEX)
+	if (hex_decode(md5, bytes, sizeof(bytes)) < 0)
 		return false;
-	for (i = 0; i < STORE_MD5_HEX; i++) {
-		char c = md5[i];
-
-		if (c >= 'A' && c <= 'F')
-			c = (char)(c - 'A' + 'a');
-		if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
-			return false;
-		out[i] = c;
-	}
-	out[STORE_MD5_HEX] = '\0';
+	hex_encode(bytes, sizeof(bytes), out);
 	return true;
 }
 

@@ -2,9 +2,9 @@
  * checked here, so the rest of the daemon handles only well-formed releases. */
 #include "release.h"
 
+#include "hex.h"
 #include "ident.h"
 
-#include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -87,20 +87,15 @@ release_opt_bool(json_t *o, const char *key, bool *out, char *err, size_t errlen
 	return 0;
 }
 
-/* Lower-cases and checks a hex digest of exactly digits characters. */
+/* Checks a hex digest of exactly digits characters (either case) and writes it lower-case. */
 static bool
 release_hex_ok(const char *s, size_t digits, char *out)
 {
-	size_t i;
+	uint8_t bytes[32];
 
-	if (strlen(s) != digits)
+	if (digits > 2 * sizeof(bytes) || hex_decode(s, bytes, digits / 2) < 0)
 		return false;
-	for (i = 0; i < digits; i++) {
-		if (!isxdigit((unsigned char)s[i]))
-			return false;
-		out[i] = (char)tolower((unsigned char)s[i]);
-	}
-	out[digits] = '\0';
+	hex_encode(bytes, digits / 2, out);
 	return true;
 }
 

@@ -2,6 +2,7 @@
  * logic, a signed-URL CDN with Range support, canned responses and the request log. */
 #include "mockmf.h"
 
+#include "hex.h"
 #include "mockmf_cert.h"
 
 #include <errno.h>
@@ -112,19 +113,6 @@ mockmf_strdup0(const char *s)
 	return s != NULL ? strdup(s) : NULL;
 }
 
-static void
-mockmf_hex(const unsigned char *in, size_t len, char *out)
-{
-	static const char digits[] = "0123456789abcdef";
-	size_t i;
-
-	for (i = 0; i < len; i++) {
-		out[2 * i] = digits[in[i] >> 4];
-		out[2 * i + 1] = digits[in[i] & 15];
-	}
-	out[2 * len] = '\0';
-}
-
 static int
 mockmf_digest(const char *alg, const void *data, size_t len, char *hex)
 {
@@ -139,7 +127,7 @@ mockmf_digest(const char *alg, const void *data, size_t len, char *hex)
 	EVP_MD_free(type);
 	if (ok != 1)
 		return -EIO;
-	mockmf_hex(md, mdlen, hex);
+	hex_encode(md, mdlen, hex);
 	return 0;
 }
 

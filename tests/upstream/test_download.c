@@ -733,8 +733,6 @@ main(void)
 {
 	Suite *s = suite_create("download");
 	TCase *tc = tcase_create("download");
-	SRunner *sr;
-	int failed;
 
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_set_timeout(tc, 240);
@@ -757,9 +755,5 @@ main(void)
 	tcase_add_test(tc, test_wrong_host_refused);
 	tcase_add_test(tc, test_waiters_leave);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return t_run_suite(s);
 }

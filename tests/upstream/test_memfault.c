@@ -635,8 +635,6 @@ main(void)
 {
 	Suite *s = suite_create("memfault");
 	TCase *tc = tcase_create("latest");
-	SRunner *sr;
-	int failed;
 
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_set_timeout(tc, 120);
@@ -656,9 +654,5 @@ main(void)
 	tcase_add_test(tc, test_wrong_host_certificate);
 	tcase_add_test(tc, test_key_never_logged);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return t_run_suite(s);
 }

@@ -281,16 +281,10 @@ main(void)
 {
 	Suite *s = suite_create("mockmf_program");
 	TCase *tc = tcase_create("program");
-	SRunner *sr;
-	int failed;
 
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, test_scenario);
 	tcase_add_test(tc, test_help_and_errors);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return t_run_suite(s);
 }

@@ -2,6 +2,7 @@
  * choosing the artifact for a device; backoff.c: the retry delays. Table-driven, no loop. */
 #include "backoff.h"
 #include "release.h"
+#include "testutil.h"
 
 #include <check.h>
 #include <errno.h>
@@ -299,8 +300,6 @@ main(void)
 {
 	Suite *s = suite_create("release");
 	TCase *tc = tcase_create("parse");
-	SRunner *sr;
-	int failed;
 
 	tcase_add_test(tc, test_full_release);
 	tcase_add_loop_test(
@@ -311,9 +310,5 @@ main(void)
 	tcase_add_test(tc, test_limits);
 	tcase_add_test(tc, test_backoff);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return t_run_suite(s);
 }

@@ -511,8 +511,6 @@ main(void)
 {
 	Suite *s = suite_create("upstream");
 	TCase *tc = tcase_create("check");
-	SRunner *sr;
-	int failed;
 
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_set_timeout(tc, 120);
@@ -525,9 +523,5 @@ main(void)
 	tcase_add_test(tc, test_concurrent_checks_share);
 	tcase_add_test(tc, test_download_refresh_through_check);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return t_run_suite(s);
 }

@@ -1,6 +1,8 @@
 /* See testutil.h. */
 #include "testutil.h"
 
+#include "hex.h"
+
 #include <check.h>
 #include <ftw.h>
 #include <stdio.h>
@@ -10,6 +12,18 @@
 
 #include <event2/event.h>
 #include <openssl/evp.h>
+
+int
+t_run_suite(Suite *s)
+{
+	SRunner *sr = srunner_create(s);
+	int failed;
+
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
 
 static void
 t_deadline_cb(evutil_socket_t fd, short what, void *arg)
@@ -105,16 +119,11 @@ t_fill(uint8_t *buf, size_t len, uint32_t seed)
 void
 t_sha256_hex(const void *data, size_t len, char *out)
 {
-	static const char digits[] = "0123456789abcdef";
 	unsigned char md[32];
-	unsigned int mdlen = 0, i;
+	unsigned int mdlen = 0;
 
 	ck_assert_int_eq(EVP_Digest(data, len, md, &mdlen, EVP_sha256(), NULL), 1);
-	for (i = 0; i < mdlen; i++) {
-		out[2 * i] = digits[md[i] >> 4];
-		out[2 * i + 1] = digits[md[i] & 15];
-	}
-	out[2 * mdlen] = '\0';
+	hex_encode(md, mdlen, out);
 }
 
 char *

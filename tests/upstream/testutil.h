@@ -7,7 +7,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <check.h>
+
 struct event_base;
+
+/* Runs every test of s (forked, as check does by default) and returns the exit status for
+ * main(): EXIT_SUCCESS when none failed. */
+int t_run_suite(Suite *s);
 
 /* Runs base until *flag is true; fails the test if that takes longer than timeout_s. */
 void t_run_until(struct event_base *base, const bool *flag, unsigned timeout_s);
