@@ -83,7 +83,8 @@ struct download_job {
 	EVP_MD_CTX *md5ctx;
 
 	struct http_request *req;
-	uint64_t offset_at_request;
+	uint64_t offset_at_request; /* to tell progress from a failure without any */
+	uint64_t hash_end;          /* bytes present at open, re-hashed before resuming */
 	enum download_verdict verdict;
 	int verdict_err;
 
@@ -175,6 +176,7 @@ download_restart(struct download_job *job)
 	r = store_partial_restart(st, job->sha256);
 	if (r < 0)
 		return r;
+	job->offset_at_request = 0; /* what arrives from now on is progress */
 	return download_hash_reset(job);
 }
 
@@ -619,7 +621,7 @@ static void
 download_hash_slice(struct download_job *job)
 {
 	static uint8_t buf[DOWNLOAD_READ_CHUNK];
-	uint64_t end = job->offset_at_request, budget = DOWNLOAD_HASH_SLICE;
+	uint64_t end = job->hash_end, budget = DOWNLOAD_HASH_SLICE;
 
 	while (job->offset < end && budget > 0) {
 		size_t want =
@@ -704,7 +706,7 @@ download_begin(struct download_job *job)
 		    job->label, present, job->size, url);
 	else
 		log_info("Downloading %s, %" PRIu64 " bytes, from %s", job->label, job->size, url);
-	job->offset_at_request = present; /* the hashing target */
+	job->hash_end = present;
 	download_hash_slice(job);
 }
 
