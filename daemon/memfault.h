@@ -28,6 +28,7 @@ struct memfault_config {
 	const char *base_url;       /* NULL: MEMFAULT_DEFAULT_BASE_URL; http:// only for tests */
 	const char *project_key;    /* required; sent as Memfault-Project-Key, never logged */
 	const char *config_path;    /* named in messages; NULL: MEMFAULT_DEFAULT_CONFIG */
+	const char *key_source;     /* where the key came from, for messages; NULL: config_path */
 	size_t body_max;            /* largest answer accepted; 0: 1 MiB */
 	uint64_t max_file_size;     /* largest artifact accepted; 0: 256 MiB */
 	unsigned timeout_s;         /* per request; 0: 60 s */
