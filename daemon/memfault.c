@@ -30,6 +30,7 @@ struct memfault {
 	char *base_url;
 	char *key_header; /* "Memfault-Project-Key: ..." */
 	char *config_path;
+	char *key_source;
 	bool allow_http;
 	size_t body_max;
 	uint64_t max_file_size;
@@ -235,7 +236,7 @@ memfault_classify(const struct memfault_query *q, struct http_request *req,
 		memfault_error(res, MEMFAULT_ERROR_CONFIG);
 		memfault_msg(res,
 		    "Memfault rejected the project key (HTTP %ld): check project_key in %s", st,
-		    mf->config_path);
+		    mf->key_source);
 		return 0;
 	}
 	if (st == 400) {
@@ -463,9 +464,11 @@ memfault_new(struct http *http, const struct memfault_config *cfg, struct memfau
 	mf->allow_http = probe.allow_http;
 	mf->base_url = strndup(base, n);
 	mf->config_path = strdup(path);
+	mf->key_source = strdup(cfg->key_source != NULL ? cfg->key_source : path);
 	if (asprintf(&mf->key_header, "Memfault-Project-Key: %s", cfg->project_key) < 0)
 		mf->key_header = NULL;
-	if (mf->base_url == NULL || mf->config_path == NULL || mf->key_header == NULL) {
+	if (mf->base_url == NULL || mf->config_path == NULL || mf->key_source == NULL ||
+	    mf->key_header == NULL) {
 		memfault_free(mf);
 		return -ENOMEM;
 	}
@@ -492,6 +495,7 @@ memfault_free(struct memfault *mf)
 	}
 	free(mf->base_url);
 	free(mf->config_path);
+	free(mf->key_source);
 	if (mf->key_header != NULL)
 		explicit_bzero(mf->key_header, strlen(mf->key_header));
 	free(mf->key_header);

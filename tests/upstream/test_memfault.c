@@ -325,7 +325,8 @@ END_TEST
 
 START_TEST(test_wrong_key)
 {
-	struct memfault_config cfg = {.project_key = "0000000000000000000000000000dead"};
+	struct memfault_config cfg = {.project_key = "0000000000000000000000000000dead",
+	    .key_source = "/etc/credstore/otagw.project_key"};
 	struct captured c;
 
 	teardown();
@@ -333,7 +334,7 @@ START_TEST(test_wrong_key)
 	query(&c);
 	expect_error(&c, MEMFAULT_ERROR_CONFIG, 403,
 	    "Memfault rejected the project key (HTTP 403): check project_key in "
-	    "/etc/otagw/otagw.conf");
+	    "/etc/credstore/otagw.project_key");
 	ck_assert(!mockmf_log_get(mf, 0)->key_ok);
 }
 END_TEST
