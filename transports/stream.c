@@ -21,7 +21,11 @@
 #define STREAM_IDLE_NS        (100ull * 1000 * 1000)
 #define STREAM_HIGH_WATER_MIN 4096
 /* Bounds the queue memory a configuration can ask for. */
-#define STREAM_HIGH_WATER_MAX (16u * 1024 * 1024)
+#define STREAM_HIGH_WATER_MAX ((size_t)16 << 20)
+/* Reopening a lost link: quick at first (a USB replug takes a moment), then gentle on a
+ * device that stays away. */
+#define STREAM_BACKOFF_MIN_MS 250u
+#define STREAM_BACKOFF_MAX_MS 5000u
 
 static struct stream *
 stream_of(struct transport *t)
@@ -216,6 +220,30 @@ stream_write_cb(evutil_socket_t fd, short what, void *arg)
 	transport_unref(&s->t);
 }
 
+static void
+stream_retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct stream *s = arg;
+
+	(void)fd;
+	(void)what;
+	s->hooks->reopen(s);
+}
+
+void
+stream_retry(struct stream *s)
+{
+	struct timeval tv = {
+	    .tv_sec = s->backoff_ms / 1000,
+	    .tv_usec = (suseconds_t)(s->backoff_ms % 1000) * 1000,
+	};
+
+	evtimer_add(s->ev_retry, &tv);
+	s->backoff_ms *= 2;
+	if (s->backoff_ms > STREAM_BACKOFF_MAX_MS)
+		s->backoff_ms = STREAM_BACKOFF_MAX_MS;
+}
+
 int
 stream_init(struct stream *s, struct event_base *base, const struct transport_ops *ops,
     enum transport_kind kind, const struct stream_hooks *hooks, const struct stream_options *opt,
@@ -248,14 +276,20 @@ stream_init(struct stream *s, struct event_base *base, const struct transport_op
 	s->want_writable = false;
 	s->lead = true;
 	s->idle_since_ns = 0;
+	s->backoff_ms = STREAM_BACKOFF_MIN_MS;
+	s->up_since_ns = 0;
 	s->dec_buf = malloc(o.max_msg + FRAME_CRC_LEN);
 	s->out = malloc(s->out_cap);
 	s->ev_announce = event_new(base, -1, 0, stream_announce_cb, s);
-	if (s->dec_buf == NULL || s->out == NULL || s->ev_announce == NULL) {
+	s->ev_retry = hooks->reopen != NULL ? evtimer_new(base, stream_retry_cb, s) : NULL;
+	if (s->dec_buf == NULL || s->out == NULL || s->ev_announce == NULL ||
+	    (hooks->reopen != NULL && s->ev_retry == NULL)) {
 		free(s->dec_buf);
 		free(s->out);
 		if (s->ev_announce != NULL)
 			event_free(s->ev_announce);
+		if (s->ev_retry != NULL)
+			event_free(s->ev_retry);
 		transport_init_undo(&s->t);
 		return -ENOMEM;
 	}
@@ -266,7 +300,7 @@ stream_init(struct stream *s, struct event_base *base, const struct transport_op
 static void
 stream_release_fd(struct stream *s, int fd)
 {
-	if (s->hooks != NULL && s->hooks->closing != NULL)
+	if (s->hooks->closing != NULL)
 		s->hooks->closing(s, fd);
 	close(fd);
 }
@@ -288,6 +322,7 @@ stream_attach(struct stream *s, int fd, bool is_socket)
 	}
 	s->fd = fd;
 	s->is_socket = is_socket;
+	s->up_since_ns = stream_now_ns();
 	s->t.up = true;
 	s->lead = true;
 	s->announce_pending = true;
@@ -324,8 +359,13 @@ stream_fail(struct stream *s, int err)
 	stream_close(s);
 	if (!transport_report(&s->t, TRANSPORT_EV_DISCONNECTED, NULL, 0, err))
 		return false;
-	if (s->hooks != NULL && s->hooks->lost != NULL)
-		s->hooks->lost(s, err);
+	if (s->hooks->reopen != NULL) {
+		/* A link that stayed up a while starts the backoff over; one that flaps keeps
+		 * backing off. */
+		if (stream_now_ns() - s->up_since_ns >= (uint64_t)STREAM_BACKOFF_MAX_MS * 1000000u)
+			s->backoff_ms = STREAM_BACKOFF_MIN_MS;
+		stream_retry(s);
+	}
 	return true;
 }
 
@@ -335,6 +375,9 @@ stream_cleanup(struct stream *s)
 	stream_close(s);
 	event_free(s->ev_announce);
 	s->ev_announce = NULL;
+	if (s->ev_retry != NULL)
+		event_free(s->ev_retry);
+	s->ev_retry = NULL;
 	free(s->dec_buf);
 	free(s->out);
 	s->dec_buf = s->out = NULL;
@@ -364,14 +407,13 @@ stream_send(struct transport *t, const uint8_t *msg, size_t len)
 	n = frame_encode(msg, len, p + lead, room - lead);
 	if (n == 0)
 		return -EMSGSIZE;
-	if (!s->write_armed) {
-		if (event_add(s->ev_write, NULL) < 0)
-			return -ENOMEM;
-		s->write_armed = true;
-	}
 	if (lead)
 		p[0] = 0;
 	s->out_len += lead + n;
+	if (stream_update(s) < 0) {
+		s->out_len -= lead + n;
+		return -ENOMEM;
+	}
 	s->lead = false;
 	return 0;
 }

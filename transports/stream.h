@@ -34,13 +34,13 @@ int stream_options_resolve(const struct stream_options *in, struct stream_option
 
 /* What the embedding kind does at the edges of a link's life. */
 struct stream_hooks {
-	/* Just before the fd is closed (any reason): undo what opening took (e.g. TIOCNXCL). May be
-	 * NULL. */
+	/* Just before the fd is closed, whatever the reason (loss, free): undo what opening took
+	 * (e.g. TIOCNXCL). May be NULL. */
 	void (*closing)(struct stream *s, int fd);
-	/* The link went down by itself (EOF, I/O error) and DISCONNECTED was reported; the owner
-	 * did not free the transport. Decide what next (reopen later, or stay down). May be NULL.
-	 */
-	void (*lost)(struct stream *s, int err);
+	/* The backoff timer fired (see stream_retry()): try to bring the link back, with
+	 * stream_attach() on success or stream_retry() to try again later. NULL for links that
+	 * never come back (accepted connections); with it, a lost link is retried by itself. */
+	void (*reopen)(struct stream *s);
 };
 
 struct stream {
@@ -62,6 +62,9 @@ struct stream {
 	bool want_writable;     /* send() said -EAGAIN: report WRITABLE below low water */
 	bool lead;              /* start the next frame with a 0x00 (after connect or idle) */
 	uint64_t idle_since_ns; /* CLOCK_MONOTONIC when the queue last ran empty */
+	struct event *ev_retry;
+	unsigned int backoff_ms; /* the next retry's delay */
+	uint64_t up_since_ns;
 };
 
 /* Prepares s (embedded in the kind's struct) with the link down: allocates the decoder and
@@ -81,9 +84,14 @@ int stream_attach(struct stream *s, int fd, bool is_socket);
  * output and any partial input frame. No-op while down. */
 void stream_close(struct stream *s);
 
-/* Takes the link down after an error (0 = orderly EOF) and tells the owner: DISCONNECTED, then
- * hooks->lost if the owner kept the transport. Returns false if the owner freed it. */
+/* Takes the link down after an error (0 = orderly EOF) and tells the owner (DISCONNECTED); if
+ * the owner kept the transport and the kind reopens, schedules the first retry (the backoff
+ * starts over if the link had stayed up for the longest backoff). Returns false if the owner
+ * freed the transport. */
 bool stream_fail(struct stream *s, int err);
+
+/* Calls hooks->reopen after the current backoff (250 ms, doubling up to 5 s per call). */
+void stream_retry(struct stream *s);
 
 /* stream_close() and frees what stream_init() allocated. For the kind's ops->free. */
 void stream_cleanup(struct stream *s);

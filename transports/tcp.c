@@ -26,8 +26,6 @@
 #define TCP_ACCEPT_BURST      16
 #define TCP_ACCEPT_PAUSE_S    1
 #define TCP_CONNECT_TIMEOUT_S 10
-#define TCP_BACKOFF_MIN_MS    250u
-#define TCP_BACKOFF_MAX_MS    5000u
 /* Keepalive finds a peer that vanished without a FIN (power cut, cable) in about a minute. */
 #define TCP_KA_IDLE_S  30
 #define TCP_KA_INTVL_S 10
@@ -45,7 +43,6 @@ struct tcp_conn {
 	struct tcp_conn *prev, *next;
 	bool counted; /* in listener->conns */
 	/* Connect-out. */
-	bool outgoing;
 	char *host, *port;      /* TCP */
 	struct sockaddr_un sun; /* unix */
 	socklen_t sun_len;
@@ -56,9 +53,6 @@ struct tcp_conn {
 	struct evutil_addrinfo *numeric; /* a numeric HOST, parsed once */
 	int cfd;                         /* the socket connecting now */
 	struct event *ev_connect;
-	struct event *ev_retry;
-	unsigned int backoff_ms;
-	uint64_t up_since_ns;
 	int last_error;
 };
 
@@ -118,7 +112,7 @@ tcp_split(const char *addr, char host[TCP_HOST_MAX], char port[TCP_PORT_MAX])
 		return -EINVAL;
 	memcpy(host, h, hlen);
 	host[hlen] = '\0';
-	strcpy(port, colon + 1);
+	memcpy(port, colon + 1, strlen(colon + 1) + 1);
 	return 0;
 }
 
@@ -198,8 +192,6 @@ tcp_tune(int fd)
 
 /* --- connections ------------------------------------------------------------------------- */
 
-static void tcp_conn_start(struct tcp_conn *c);
-
 /* Takes an accepted connection out of its listener's count (once). */
 static void
 tcp_conn_uncount(struct tcp_conn *c)
@@ -208,20 +200,6 @@ tcp_conn_uncount(struct tcp_conn *c)
 		c->listener->conns--;
 		c->counted = false;
 	}
-}
-
-static void
-tcp_conn_schedule_retry(struct tcp_conn *c)
-{
-	struct timeval tv = {
-	    .tv_sec = c->backoff_ms / 1000,
-	    .tv_usec = (suseconds_t)(c->backoff_ms % 1000) * 1000,
-	};
-
-	evtimer_add(c->ev_retry, &tv);
-	c->backoff_ms *= 2;
-	if (c->backoff_ms > TCP_BACKOFF_MAX_MS)
-		c->backoff_ms = TCP_BACKOFF_MAX_MS;
 }
 
 static void
@@ -247,11 +225,8 @@ tcp_conn_established(struct tcp_conn *c, int fd)
 		tcp_tune(fd);
 	r = stream_attach(&c->s, fd, true);
 	c->last_error = r;
-	if (r < 0) {
-		tcp_conn_schedule_retry(c);
-		return;
-	}
-	c->up_since_ns = stream_now_ns();
+	if (r < 0)
+		stream_retry(&c->s);
 }
 
 static void tcp_conn_connect_cb(evutil_socket_t fd, short what, void *arg);
@@ -302,7 +277,7 @@ tcp_conn_next(struct tcp_conn *c)
 			return;
 		c->last_error = r;
 	}
-	tcp_conn_schedule_retry(c);
+	stream_retry(&c->s);
 }
 
 static void
@@ -345,7 +320,7 @@ tcp_conn_resolved_cb(int result, struct evutil_addrinfo *res, void *arg)
 		if (res != NULL)
 			evutil_freeaddrinfo(res);
 		c->last_error = -EHOSTUNREACH;
-		tcp_conn_schedule_retry(c);
+		stream_retry(&c->s);
 		return;
 	}
 	c->ai = res;
@@ -369,7 +344,7 @@ tcp_conn_start(struct tcp_conn *c)
 		r = tcp_conn_try(c, (const struct sockaddr *)&c->sun, c->sun_len);
 		if (r < 0) {
 			c->last_error = r;
-			tcp_conn_schedule_retry(c);
+			stream_retry(&c->s);
 		}
 		return;
 	}
@@ -385,26 +360,17 @@ tcp_conn_start(struct tcp_conn *c)
 }
 
 static void
-tcp_conn_retry_cb(evutil_socket_t fd, short what, void *arg)
+tcp_conn_reopen(struct stream *s)
 {
-	(void)fd;
-	(void)what;
-	tcp_conn_start(arg);
+	tcp_conn_start(tcp_conn_of(&s->t));
 }
 
+/* An accepted link going down (or freed) frees its slot at once, before its owner frees it. */
 static void
-tcp_conn_lost(struct stream *s, int err)
+tcp_conn_closing(struct stream *s, int fd)
 {
-	struct tcp_conn *c = tcp_conn_of(&s->t);
-
-	(void)err;
-	if (!c->outgoing) {
-		tcp_conn_uncount(c);
-		return;
-	}
-	if (stream_now_ns() - c->up_since_ns >= (uint64_t)TCP_BACKOFF_MAX_MS * 1000000u)
-		c->backoff_ms = TCP_BACKOFF_MIN_MS;
-	tcp_conn_schedule_retry(c);
+	(void)fd;
+	tcp_conn_uncount(tcp_conn_of(&s->t));
 }
 
 static void
@@ -412,7 +378,7 @@ tcp_conn_free(struct transport *t)
 {
 	struct tcp_conn *c = tcp_conn_of(t);
 
-	tcp_conn_uncount(c);
+	stream_cleanup(&c->s);
 	if (c->listener != NULL) {
 		if (c->prev != NULL)
 			c->prev->next = c->next;
@@ -421,7 +387,6 @@ tcp_conn_free(struct transport *t)
 		if (c->next != NULL)
 			c->next->prev = c->prev;
 	}
-	stream_cleanup(&c->s);
 	tcp_conn_stop_connecting(c);
 	if (c->req != NULL)
 		evdns_getaddrinfo_cancel(c->req);
@@ -429,8 +394,6 @@ tcp_conn_free(struct transport *t)
 		evutil_freeaddrinfo(c->ai);
 	if (c->numeric != NULL)
 		evutil_freeaddrinfo(c->numeric);
-	if (c->ev_retry != NULL)
-		event_free(c->ev_retry);
 	free(c->host);
 	free(c->port);
 	free(c);
@@ -443,9 +406,14 @@ static const struct transport_ops tcp_conn_ops = {
     .free = tcp_conn_free,
 };
 
-static const struct stream_hooks tcp_conn_hooks = {
+static const struct stream_hooks tcp_accepted_hooks = {
+    .closing = tcp_conn_closing,
+    .reopen = NULL,
+};
+
+static const struct stream_hooks tcp_connect_hooks = {
     .closing = NULL,
-    .lost = tcp_conn_lost,
+    .reopen = tcp_conn_reopen,
 };
 
 int
@@ -464,9 +432,7 @@ tcp_connect_new(struct event_base *base, enum transport_kind kind, const char *a
 	c = calloc(1, sizeof(*c));
 	if (c == NULL)
 		return -ENOMEM;
-	c->outgoing = true;
 	c->cfd = -1;
-	c->backoff_ms = TCP_BACKOFF_MIN_MS;
 	if (kind == TRANSPORT_KIND_UNIX) {
 		r = tcp_unix_addr(address, &c->sun, &c->sun_len);
 		if (r < 0)
@@ -500,16 +466,11 @@ tcp_connect_new(struct event_base *base, enum transport_kind kind, const char *a
 			goto fail_early;
 		}
 	}
-	r = stream_init(&c->s, base, &tcp_conn_ops, kind, &tcp_conn_hooks, &o.stream, "%s:%s",
+	r = stream_init(&c->s, base, &tcp_conn_ops, kind, &tcp_connect_hooks, &o.stream, "%s:%s",
 	    kind == TRANSPORT_KIND_TCP ? "tcp" : "unix", address);
 	if (r < 0)
 		goto fail_early;
 	/* From here on, tcp_conn_free() undoes everything. */
-	c->ev_retry = evtimer_new(base, tcp_conn_retry_cb, c);
-	if (c->ev_retry == NULL) {
-		transport_free(&c->s.t);
-		return -ENOMEM;
-	}
 	tcp_conn_start(c);
 	*out = &c->s.t;
 	return 0;
@@ -547,12 +508,12 @@ tcp_listener_wrap(struct tcp_listener *l, int fd, const struct sockaddr *peer)
 	c->cfd = -1;
 	if (l->kind == TRANSPORT_KIND_TCP) {
 		tcp_format_addr(peer, addr, sizeof(addr));
-		r = stream_init(&c->s, l->base, &tcp_conn_ops, l->kind, &tcp_conn_hooks, &l->stream,
-		    "tcp:%s", addr);
+		r = stream_init(&c->s, l->base, &tcp_conn_ops, l->kind, &tcp_accepted_hooks,
+		    &l->stream, "tcp:%s", addr);
 	} else {
 		/* A unix peer has no address; number the connections of this socket. */
-		r = stream_init(&c->s, l->base, &tcp_conn_ops, l->kind, &tcp_conn_hooks, &l->stream,
-		    "unix:%s#%lu", l->path, ++l->serial);
+		r = stream_init(&c->s, l->base, &tcp_conn_ops, l->kind, &tcp_accepted_hooks,
+		    &l->stream, "unix:%s#%lu", l->path, ++l->serial);
 	}
 	if (r < 0) {
 		free(c);
@@ -579,7 +540,7 @@ tcp_listener_wrap(struct tcp_listener *l, int fd, const struct sockaddr *peer)
 static bool
 tcp_listener_accept_one(struct tcp_listener *l)
 {
-	struct sockaddr_storage ss;
+	struct sockaddr_storage ss = {0};
 	socklen_t len = sizeof(ss);
 	struct tcp_conn *c;
 	int fd;

@@ -13,7 +13,6 @@
 #include <unistd.h>
 
 #include <asm/termbits.h>
-#include <event2/event.h>
 
 #define UART_BAUD_DEFAULT 115200u
 #define UART_BAUD_MIN     50u
@@ -21,16 +20,11 @@
 /* A UART link tolerates a few percent of rate mismatch; a driver that can only come closer
  * than this to the asked rate is refused rather than left to garble every byte. */
 #define UART_BAUD_TOL_PERMILLE 30u
-#define UART_BACKOFF_MIN_MS    250u
-#define UART_BACKOFF_MAX_MS    5000u
 
 struct uart {
 	struct stream s;
 	char *path;
 	struct uart_options opt;
-	struct event *ev_reopen;
-	unsigned int backoff_ms; /* delay before the next reopen attempt */
-	uint64_t up_since_ns;
 	int last_error;
 };
 
@@ -157,40 +151,23 @@ fail:
 	return r;
 }
 
-static void
-uart_schedule_reopen(struct uart *u)
-{
-	struct timeval tv = {
-	    .tv_sec = u->backoff_ms / 1000,
-	    .tv_usec = (suseconds_t)(u->backoff_ms % 1000) * 1000,
-	};
-
-	evtimer_add(u->ev_reopen, &tv);
-	u->backoff_ms *= 2;
-	if (u->backoff_ms > UART_BACKOFF_MAX_MS)
-		u->backoff_ms = UART_BACKOFF_MAX_MS;
-}
-
-/* Brings the link up on what uart_open_fd() returned, or schedules the next attempt. */
+/* Brings the link up on what uart_open_fd() returned, or tries again later. */
 static void
 uart_up(struct uart *u, int fd)
 {
 	if (fd >= 0)
 		fd = stream_attach(&u->s, fd, false);
 	u->last_error = fd < 0 ? fd : 0;
-	if (fd < 0) {
-		uart_schedule_reopen(u);
-		return;
-	}
-	u->up_since_ns = stream_now_ns();
+	if (fd < 0)
+		stream_retry(&u->s);
 }
 
 static void
-uart_reopen_cb(evutil_socket_t fd, short what, void *arg)
+uart_reopen(struct stream *s)
 {
-	(void)fd;
-	(void)what;
-	uart_up(arg, uart_open_fd(arg));
+	struct uart *u = uart_of(&s->t);
+
+	uart_up(u, uart_open_fd(u));
 }
 
 static void
@@ -203,26 +180,11 @@ uart_closing(struct stream *s, int fd)
 }
 
 static void
-uart_lost(struct stream *s, int err)
-{
-	struct uart *u = uart_of(&s->t);
-
-	(void)err;
-	/* A link that stayed up a while starts the backoff over; one that flaps keeps backing
-	 * off. */
-	if (stream_now_ns() - u->up_since_ns >= (uint64_t)UART_BACKOFF_MAX_MS * 1000000u)
-		u->backoff_ms = UART_BACKOFF_MIN_MS;
-	uart_schedule_reopen(u);
-}
-
-static void
 uart_free(struct transport *t)
 {
 	struct uart *u = uart_of(t);
 
 	stream_cleanup(&u->s);
-	if (u->ev_reopen != NULL)
-		event_free(u->ev_reopen);
 	free(u->path);
 	free(u);
 }
@@ -236,7 +198,7 @@ static const struct transport_ops uart_ops = {
 
 static const struct stream_hooks uart_hooks = {
     .closing = uart_closing,
-    .lost = uart_lost,
+    .reopen = uart_reopen,
 };
 
 /* Errors that mean "not plugged in (yet)": keep trying. */
@@ -268,7 +230,6 @@ uart_new(struct event_base *base, const char *path, const struct uart_options *o
 		free(u);
 		return -EINVAL;
 	}
-	u->backoff_ms = UART_BACKOFF_MIN_MS;
 	u->path = strdup(path);
 	if (u->path == NULL) {
 		free(u);
@@ -282,22 +243,14 @@ uart_new(struct event_base *base, const char *path, const struct uart_options *o
 		return r;
 	}
 	/* From here on, uart_free() undoes everything. */
-	u->ev_reopen = evtimer_new(base, uart_reopen_cb, u);
-	if (u->ev_reopen == NULL) {
-		r = -ENOMEM;
-		goto fail;
-	}
 	fd = uart_open_fd(u);
 	if (fd < 0 && !uart_absent(fd)) {
-		r = fd;
-		goto fail;
+		transport_free(&u->s.t);
+		return fd;
 	}
 	uart_up(u, fd);
 	*out = &u->s.t;
 	return 0;
-fail:
-	transport_free(&u->s.t);
-	return r;
 }
 
 int
