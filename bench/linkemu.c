@@ -307,7 +307,7 @@ check_link_path(const char *path)
 static uint64_t
 line_end_of(const struct config *c, uint64_t epoch, uint64_t k)
 {
-	unsigned __int128 bits = (unsigned __int128)(k + 1) * BITS_PER_BYTE * NS_PER_S;
+	unsigned __int128 bits = (unsigned __int128)(k + 1) * (BITS_PER_BYTE * NS_PER_S);
 
 	return epoch + (uint64_t)((bits + c->baud - 1) / c->baud);
 }
@@ -320,7 +320,7 @@ dir_unsent(const struct config *c, const struct dir *d, uint64_t now)
 
 	if (d->line_end <= now)
 		return 0;
-	b = (unsigned __int128)(d->line_end - now) * c->baud;
+	b = (unsigned __int128)(d->line_end - now) * (unsigned __int128)c->baud;
 	return (size_t)((b + (uint64_t)BITS_PER_BYTE * NS_PER_S - 1) /
 			((uint64_t)BITS_PER_BYTE * NS_PER_S));
 }
@@ -416,8 +416,11 @@ dir_init(struct dir *d, const char *name, struct side *in, struct side *out, con
 	d->cap = c->fifo + (size_t)in_flight + 4096;
 	d->buf = malloc(d->cap);
 	d->due = malloc(d->cap * sizeof(*d->due));
-	if (d->buf == NULL || d->due == NULL)
+	if (d->buf == NULL || d->due == NULL) {
+		free(d->buf);
+		free(d->due);
 		return -ENOMEM;
+	}
 	d->rng = c->seed ^ (0x5851f42d4c957f2dull * (index + 1));
 	d->skip = ber_gap(d, c->ber);
 	return 0;
@@ -512,40 +515,127 @@ parse_args(int argc, char **argv, struct config *c, const char **path_a, const c
 	qsort(c->drop_after_ms, c->n_drop_after_ms, sizeof(uint64_t), cmp_u64);
 }
 
+/* The whole emulator: the two ends, the two directions, and the drop script's progress. */
+struct emu {
+	struct config c;
+	struct side a, b;
+	struct dir dirs[2];
+	uint64_t start, down_until, drops;
+	unsigned int next_byte_drop, next_ms_drop;
+	bool down;
+};
+
 static void
-open_sides(struct side *a, struct side *b)
+emu_open_sides(struct emu *e)
 {
-	int r = side_open(a);
+	struct side *failed = &e->a;
+	int r = side_open(&e->a);
 
 	if (r == 0) {
-		r = side_open(b);
+		failed = &e->b;
+		r = side_open(&e->b);
 		if (r < 0)
-			side_close(a);
+			side_close(&e->a);
 	}
 	if (r < 0) {
-		fprintf(stderr, "otagw-linkemu: cannot create a pty pair at %s: %s\n",
-		    a->master < 0 ? a->link : b->link, strerror(-r));
+		fprintf(stderr, "otagw-linkemu: cannot create a pty pair for %s: %s\n",
+		    failed->link, strerror(-r));
 		exit(1);
 	}
+}
+
+/* Advances the drop script to now; true if a hang-up is due. */
+static bool
+emu_drop_due(struct emu *e, uint64_t now)
+{
+	uint64_t delivered = e->dirs[0].delivered + e->dirs[1].delivered;
+	bool due = false;
+
+	while (e->next_byte_drop < e->c.n_drop_at_byte &&
+	       delivered >= e->c.drop_at_byte[e->next_byte_drop]) {
+		e->next_byte_drop++;
+		due = true;
+	}
+	while (e->next_ms_drop < e->c.n_drop_after_ms &&
+	       now - e->start >= e->c.drop_after_ms[e->next_ms_drop] * NS_PER_MS) {
+		e->next_ms_drop++;
+		due = true;
+	}
+	return due;
+}
+
+static void
+emu_hang_up(struct emu *e, uint64_t now)
+{
+	side_close(&e->a);
+	side_close(&e->b);
+	dir_reset(&e->dirs[0]);
+	dir_reset(&e->dirs[1]);
+	e->drops++;
+	e->down = true;
+	e->down_until = now + e->c.drop_for_ms * NS_PER_MS;
+}
+
+/* Decides what to wait for: input where the FIFO has a good part free, output where the far
+ * pty was full, and a timeout for the next byte due (at most one tick early) or the next
+ * scripted drop. Returns the time to wake up at, UINT64_MAX for none. */
+static uint64_t
+emu_plan(const struct emu *e, uint64_t now, struct pollfd pfd[2])
+{
+	uint64_t wake = UINT64_MAX;
+	size_t low = (e->c.fifo + 3) / 4;
+	unsigned int i;
+
+	for (i = 0; i < 2; i++)
+		pfd[i] = (struct pollfd){.fd = e->dirs[i].in->master};
+	for (i = 0; i < 2; i++) {
+		const struct dir *d = &e->dirs[i];
+		bool refill = dir_room(&e->c, d, now) >= low;
+
+		/* Waking for input only once a quarter of the FIFO is free (the tick takes the
+		 * rest) keeps a busy line at ~1000 wakeups/s, not one per byte. */
+		if (refill)
+			pfd[i].events |= POLLIN;
+		/* The far end's master is the other entry. */
+		if (d->out_blocked)
+			pfd[1 - i].events |= POLLOUT;
+		if (d->len > 0) {
+			uint64_t t = UINT64_MAX;
+
+			if (!refill)
+				t = now + TICK_NS; /* refill the FIFO as the line drains it */
+			else if (!d->out_blocked)
+				t = d->due[d->head] > now + TICK_NS ? d->due[d->head]
+								    : now + TICK_NS;
+			if (t < wake)
+				wake = t;
+		}
+	}
+	if (e->next_ms_drop < e->c.n_drop_after_ms) {
+		uint64_t t = e->start + e->c.drop_after_ms[e->next_ms_drop] * NS_PER_MS;
+
+		if (t < wake)
+			wake = t;
+	}
+	return wake;
 }
 
 int
 main(int argc, char **argv)
 {
-	struct side a = {.master = -1, .slave = -1}, b = {.master = -1, .slave = -1};
-	struct dir dirs[2];
-	struct config c;
+	struct emu e = {
+	    .a = {.master = -1, .slave = -1},
+	    .b = {.master = -1, .slave = -1},
+	};
 	struct sigaction sa = {.sa_handler = on_signal};
 	sigset_t block, waitmask;
-	uint64_t start, down_until = 0, drops = 0;
-	unsigned int next_byte_drop = 0, next_ms_drop = 0, i;
-	bool down = false;
+	unsigned int i;
 
-	parse_args(argc, argv, &c, &a.link, &b.link);
-	check_link_path(a.link);
-	check_link_path(b.link);
-	if (dir_init(&dirs[0], "a2b", &a, &b, &c, 0) < 0 ||
-	    dir_init(&dirs[1], "b2a", &b, &a, &c, 1) < 0) {
+	parse_args(argc, argv, &e.c, &e.a.link, &e.b.link);
+	check_link_path(e.a.link);
+	check_link_path(e.b.link);
+	if (dir_init(&e.dirs[0], "a2b", &e.a, &e.b, &e.c, 0) < 0 ||
+	    dir_init(&e.dirs[1], "b2a", &e.b, &e.a, &e.c, 1) < 0) {
 		fprintf(stderr, "otagw-linkemu: out of memory\n");
 		return 1;
 	}
@@ -559,83 +649,34 @@ main(int argc, char **argv)
 	sigdelset(&waitmask, SIGTERM);
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
-	signal(SIGPIPE, SIG_IGN);
 
-	open_sides(&a, &b);
-	fprintf(stderr, "otagw-linkemu: %s <-> %s at %u baud (%s <-> %s)\n", a.link, b.link, c.baud,
-	    a.pts, b.pts);
-	start = now_ns();
+	emu_open_sides(&e);
+	fprintf(stderr, "otagw-linkemu: %s <-> %s at %u baud (%s <-> %s)\n", e.a.link, e.b.link,
+	    e.c.baud, e.a.pts, e.b.pts);
+	e.start = now_ns();
 	while (!stop_signal) {
 		struct pollfd pfd[2];
-		uint64_t now = now_ns(), wake = UINT64_MAX, delivered = 0;
+		uint64_t now = now_ns(), wake;
 		struct timespec ts;
 		nfds_t nfds = 0;
 
-		if (down) {
-			if (now >= down_until) {
-				open_sides(&a, &b);
-				down = false;
-				continue;
-			}
-			wake = down_until;
+		if (e.down && now >= e.down_until) {
+			emu_open_sides(&e);
+			e.down = false;
+		}
+		if (e.down) {
+			wake = e.down_until;
 		} else {
 			for (i = 0; i < 2; i++) {
-				dir_take(&c, &dirs[i], now);
-				dir_release(&dirs[i], now);
-				delivered += dirs[i].delivered;
+				dir_take(&e.c, &e.dirs[i], now);
+				dir_release(&e.dirs[i], now);
 			}
-			/* Scripted hang-ups. */
-			if ((next_byte_drop < c.n_drop_at_byte &&
-				delivered >= c.drop_at_byte[next_byte_drop]) ||
-			    (next_ms_drop < c.n_drop_after_ms &&
-				now - start >= c.drop_after_ms[next_ms_drop] * NS_PER_MS)) {
-				while (next_byte_drop < c.n_drop_at_byte &&
-				       delivered >= c.drop_at_byte[next_byte_drop])
-					next_byte_drop++;
-				while (next_ms_drop < c.n_drop_after_ms &&
-				       now - start >= c.drop_after_ms[next_ms_drop] * NS_PER_MS)
-					next_ms_drop++;
-				side_close(&a);
-				side_close(&b);
-				dir_reset(&dirs[0]);
-				dir_reset(&dirs[1]);
-				drops++;
-				down = true;
-				down_until = now + c.drop_for_ms * NS_PER_MS;
+			if (emu_drop_due(&e, now)) {
+				emu_hang_up(&e, now);
 				continue;
 			}
-			for (i = 0; i < 2; i++) {
-				struct dir *d = &dirs[i];
-
-				pfd[i] = (struct pollfd){.fd = d->in->master};
-				/* Wake for input only once a good part of the FIFO is free; the
-				 * tick takes the rest, so a busy line costs ~1000 wakeups/s, not
-				 * one per byte. */
-				if (dir_room(&c, d, now) >= (c.fifo + 3) / 4)
-					pfd[i].events |= POLLIN;
-				if (d->len > 0 && !d->out_blocked) {
-					uint64_t t = d->due[d->head];
-
-					if (t < now + TICK_NS)
-						t = now + TICK_NS;
-					if (t < wake)
-						wake = t;
-				}
-				if (d->len > 0 && dir_room(&c, d, now) < (c.fifo + 3) / 4 &&
-				    now + TICK_NS < wake)
-					wake = now + TICK_NS;
-			}
-			/* POLLOUT goes on the far end's master, which is the other entry. */
-			for (i = 0; i < 2; i++)
-				if (dirs[i].out_blocked)
-					pfd[1 - i].events |= POLLOUT;
+			wake = emu_plan(&e, now, pfd);
 			nfds = 2;
-			if (next_ms_drop < c.n_drop_after_ms) {
-				uint64_t t = start + c.drop_after_ms[next_ms_drop] * NS_PER_MS;
-
-				if (t < wake)
-					wake = t;
-			}
 		}
 		if (wake != UINT64_MAX) {
 			uint64_t d = wake > now ? wake - now : 0;
@@ -649,16 +690,17 @@ main(int argc, char **argv)
 			break;
 		}
 	}
-	side_close(&a);
-	side_close(&b);
+	side_close(&e.a);
+	side_close(&e.b);
 	printf("linkemu: baud=%u a2b=%" PRIu64 " b2a=%" PRIu64 " flipped=%" PRIu64
 	       " a2b_flipped=%" PRIu64 " b2a_flipped=%" PRIu64 " drops=%" PRIu64 " elapsed=%.3fs\n",
-	    c.baud, dirs[0].delivered, dirs[1].delivered, dirs[0].flipped + dirs[1].flipped,
-	    dirs[0].flipped, dirs[1].flipped, drops, (double)(now_ns() - start) / 1e9);
+	    e.c.baud, e.dirs[0].delivered, e.dirs[1].delivered,
+	    e.dirs[0].flipped + e.dirs[1].flipped, e.dirs[0].flipped, e.dirs[1].flipped, e.drops,
+	    (double)(now_ns() - e.start) / 1e9);
 	fflush(stdout);
 	for (i = 0; i < 2; i++) {
-		free(dirs[i].buf);
-		free(dirs[i].due);
+		free(e.dirs[i].buf);
+		free(e.dirs[i].due);
 	}
 	return 0;
 }
