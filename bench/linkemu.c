@@ -649,6 +649,8 @@ main(int argc, char **argv)
 	sigdelset(&waitmask, SIGTERM);
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
+	/* The summary must not kill us if whoever reads stdout has gone. */
+	signal(SIGPIPE, SIG_IGN);
 
 	emu_open_sides(&e);
 	fprintf(stderr, "otagw-linkemu: %s <-> %s at %u baud (%s <-> %s)\n", e.a.link, e.b.link,

@@ -2,7 +2,7 @@
  * through the event loop only (send() queues, the EV_WRITE callback writes), so I/O errors are
  * found and reported from the loop, never from inside transport_send(). EV_WRITE is armed only
  * while output is queued. */
-#include "stream.h"
+#include "stream_impl.h"
 
 #include <errno.h>
 #include <stdarg.h>

@@ -19,6 +19,8 @@
 #include <event2/event.h>
 #include <event2/util.h>
 
+#include "stream_impl.h"
+
 #define TCP_MAX_CONNECTIONS_DEFAULT 32u
 #define TCP_UNIX_MODE_DEFAULT       0660u
 #define TCP_BACKLOG                 64
@@ -694,7 +696,7 @@ tcp_listener_socket(struct tcp_listener *l, const char *address, unsigned int mo
 			return p;
 		memset(&ss, 0, sizeof(ss));
 		if (strcmp(host, "localhost") == 0)
-			strcpy(host, "127.0.0.1");
+			memcpy(host, "127.0.0.1", sizeof("127.0.0.1"));
 		if (host[0] == '\0' || strcmp(host, "*") == 0) {
 			/* Every address: one dual-stack IPv6 socket, or IPv4 where IPv6 is off. */
 			s6->sin6_family = AF_INET6;

@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "stream.h"
+#include "transport.h"
 
 struct event_base;
 struct evdns_base;
@@ -37,9 +38,10 @@ struct tcp_options {
 typedef void (*tcp_accept_cb)(struct tcp_listener *l, struct transport *t, int err, void *arg);
 
 /* Listens on address, for kind TRANSPORT_KIND_TCP "HOST:PORT" (HOST a numeric IPv4 address,
- * a numeric IPv6 address in brackets, "localhost" for 127.0.0.1, or "*" or nothing for every
- * address, IPv6 and IPv4; PORT 0..65535, 0 picks a free port), for TRANSPORT_KIND_UNIX the path
- * of a socket file. A unix socket file left behind by a process that died is replaced; one that
+ * a numeric IPv6 address in brackets (IPv6 only, [::] included), "localhost" for 127.0.0.1, or
+ * "*" or nothing for every address, IPv6 and IPv4; PORT 0..65535, 0 picks a free port; host
+ * names are refused: resolving them would block), for TRANSPORT_KIND_UNIX the path of a socket
+ * file. A unix socket file left behind by a process that died is replaced; one that
  * still answers is not. The file gets opt->mode and is removed by tcp_listener_free(). Returns
  * 0 and *out, or -EINVAL (bad address or options), -ENAMETOOLONG (unix path too long),
  * -EADDRINUSE (a live listener holds it), -EEXIST (a file that is no socket is in the way),

@@ -14,6 +14,8 @@
 
 #include <asm/termbits.h>
 
+#include "stream_impl.h"
+
 #define UART_BAUD_DEFAULT 115200u
 #define UART_BAUD_MIN     50u
 #define UART_BAUD_MAX     4000000u

@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "stream.h"
+#include "transport.h"
 
 struct event_base;
 struct transport;

@@ -250,8 +250,6 @@ START_TEST(tcp_listener_round_trip)
 {
 	char name[64];
 	struct transport *t;
-	int one = 0;
-	socklen_t len = sizeof(one);
 
 	listen_on(TRANSPORT_KIND_TCP, "127.0.0.1:0", NULL);
 	ck_assert_uint_gt(tcp_listener_port(fx.lr.l), 0);
@@ -266,9 +264,6 @@ START_TEST(tcp_listener_round_trip)
 	ck_assert_uint_eq(tcp_listener_connections(fx.lr.l), 1);
 	exchange(20);
 	ck_assert_int_eq(fx.peer.first_byte, 0);
-	/* The peer's keepalive is ours to set, not the test's; check the option on our side by
-	 * looking at the client, which has none: only that a link works is observable here. */
-	ck_assert_int_eq(getsockopt(fx.client, SOL_SOCKET, SO_KEEPALIVE, &one, &len), 0);
 	/* An orderly close by the peer: err 0, and the slot is free again. */
 	close(fx.client);
 	fx.client = -1;
