@@ -307,7 +307,7 @@ check_link_path(const char *path)
 static uint64_t
 line_end_of(const struct config *c, uint64_t epoch, uint64_t k)
 {
-	unsigned __int128 bits = (unsigned __int128)(k + 1) * (BITS_PER_BYTE * NS_PER_S);
+	unsigned __int128 bits = (unsigned __int128)(k + 1) * BITS_PER_BYTE * NS_PER_S;
 
 	return epoch + (uint64_t)((bits + c->baud - 1) / c->baud);
 }
@@ -316,13 +316,13 @@ line_end_of(const struct config *c, uint64_t epoch, uint64_t k)
 static size_t
 dir_unsent(const struct config *c, const struct dir *d, uint64_t now)
 {
+	const unsigned __int128 byte_ns_x_baud = (unsigned __int128)BITS_PER_BYTE * NS_PER_S;
 	unsigned __int128 b;
 
 	if (d->line_end <= now)
 		return 0;
-	b = (unsigned __int128)(d->line_end - now) * (unsigned __int128)c->baud;
-	return (size_t)((b + (uint64_t)BITS_PER_BYTE * NS_PER_S - 1) /
-			((uint64_t)BITS_PER_BYTE * NS_PER_S));
+	b = (unsigned __int128)(d->line_end - now) * c->baud;
+	return (size_t)((b + byte_ns_x_baud - 1) / byte_ns_x_baud);
 }
 
 /* How many bytes the direction may take from its writer now. */

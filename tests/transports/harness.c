@@ -229,7 +229,7 @@ peer_poll(struct peer *p)
 		}
 	}
 	/* A pty master reads EIO once the slave side is gone; a socket reads 0. */
-	if (n == 0 || (n < 0 && errno == EIO))
+	if (n == 0 || errno == EIO)
 		p->eof = true;
 }
 

@@ -240,7 +240,7 @@ static unsigned long
 flip_run(uint8_t *at_b, const char *seed)
 {
 	const char *const args[] = {"--baud", "2000000", "--ber", "1e-3", "--seed", seed, NULL};
-	static uint8_t a[20000], at_a[1];
+	static uint8_t a[20000], none[1], at_a[1];
 	struct summary s;
 	struct emu e;
 	int fa, fb;
@@ -249,7 +249,7 @@ flip_run(uint8_t *at_b, const char *seed)
 	emu_start(&e, args);
 	fa = open_end(e.a);
 	fb = open_end(e.b);
-	pump(fa, fb, a, sizeof(a), NULL, 0, at_b, at_a);
+	pump(fa, fb, a, sizeof(a), none, 0, at_b, at_a);
 	close(fa);
 	close(fb);
 	emu_stop(&e, &s);
