@@ -28,10 +28,13 @@
 #define TCP_ACCEPT_BURST      16
 #define TCP_ACCEPT_PAUSE_S    1
 #define TCP_CONNECT_TIMEOUT_S 10
-/* Keepalive finds a peer that vanished without a FIN (power cut, cable) in about a minute. */
-#define TCP_KA_IDLE_S  30
-#define TCP_KA_INTVL_S 10
-#define TCP_KA_COUNT   3
+/* Keepalive finds a peer that vanished without a FIN (power cut, cable) in about a minute
+ * while the link is idle; the user timeout does the same while our data goes unacknowledged,
+ * when keepalive does not probe and retransmissions alone would take a quarter of an hour. */
+#define TCP_KA_IDLE_S       30
+#define TCP_KA_INTVL_S      10
+#define TCP_KA_COUNT        3
+#define TCP_USER_TIMEOUT_MS ((TCP_KA_IDLE_S + TCP_KA_INTVL_S * TCP_KA_COUNT) * 1000)
 /* Longest "HOST" or "PORT" part of an address. */
 #define TCP_HOST_MAX 256
 #define TCP_PORT_MAX 8
@@ -184,12 +187,14 @@ static void
 tcp_tune(int fd)
 {
 	int on = 1, idle = TCP_KA_IDLE_S, intvl = TCP_KA_INTVL_S, cnt = TCP_KA_COUNT;
+	unsigned int user_timeout = TCP_USER_TIMEOUT_MS;
 
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
 	setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on));
 	setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
 	setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
 	setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+	setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout, sizeof(user_timeout));
 }
 
 /* --- connections ------------------------------------------------------------------------- */

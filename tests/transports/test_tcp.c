@@ -246,6 +246,34 @@ local_port(int fd)
 	return ntohs(((struct sockaddr_in *)&ss)->sin_port);
 }
 
+/* Finds our end of the TCP connection whose peer is at peer_port (the fd is private to the
+ * transport; the test looks at the process's fds). */
+static int
+fd_with_peer_port(uint16_t peer_port)
+{
+	int fd;
+
+	for (fd = 3; fd < 1024; fd++) {
+		struct sockaddr_in sin;
+		socklen_t len = sizeof(sin);
+
+		if (getpeername(fd, (struct sockaddr *)&sin, &len) == 0 &&
+		    sin.sin_family == AF_INET && ntohs(sin.sin_port) == peer_port)
+			return fd;
+	}
+	return -1;
+}
+
+static int
+sockopt(int fd, int level, int name)
+{
+	int v = -1;
+	socklen_t len = sizeof(v);
+
+	ck_assert_int_eq(getsockopt(fd, level, name, &v, &len), 0);
+	return v;
+}
+
 START_TEST(tcp_listener_round_trip)
 {
 	char name[64];
@@ -264,6 +292,16 @@ START_TEST(tcp_listener_round_trip)
 	ck_assert_uint_eq(tcp_listener_connections(fx.lr.l), 1);
 	exchange(20);
 	ck_assert_int_eq(fx.peer.first_byte, 0);
+	/* Small messages go out at once, and a vanished peer is noticed idle or busy. */
+	{
+		int fd = fd_with_peer_port(local_port(fx.client));
+
+		ck_assert_int_ge(fd, 0);
+		ck_assert_int_eq(sockopt(fd, IPPROTO_TCP, TCP_NODELAY), 1);
+		ck_assert_int_eq(sockopt(fd, SOL_SOCKET, SO_KEEPALIVE), 1);
+		ck_assert_int_eq(sockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE), 30);
+		ck_assert_int_eq(sockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT), 60000);
+	}
 	/* An orderly close by the peer: err 0, and the slot is free again. */
 	close(fx.client);
 	fx.client = -1;
@@ -665,6 +703,13 @@ reconnect_scenario(enum transport_kind kind, const char *addr, struct server *sr
 	ck_assert(run_until(fx.base, server_accepted, srv, WAIT_MS));
 	ck_assert(wait_event(fx.base, &fx.rec, TRANSPORT_EV_CONNECTED, 1, WAIT_MS));
 	ck_assert_int_eq(tcp_last_error(t), 0);
+	if (kind == TRANSPORT_KIND_TCP) {
+		int fd = fd_with_peer_port(local_port(srv->lfd));
+
+		ck_assert_int_ge(fd, 0);
+		ck_assert_int_eq(sockopt(fd, IPPROTO_TCP, TCP_NODELAY), 1);
+		ck_assert_int_eq(sockopt(fd, SOL_SOCKET, SO_KEEPALIVE), 1);
+	}
 	make_msg(m, sizeof(m), 1);
 	ck_assert_int_eq(transport_send(t, m, sizeof(m)), 0);
 	ck_assert(run_until(fx.base, peer_has_msgs, &pw, WAIT_MS));
