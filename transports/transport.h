@@ -58,12 +58,13 @@ struct transport_stats {
 
 /* Sets the callback (and its argument) that receives every event. The owner sets it once, right
  * after creating or accepting the transport. destroy, if not NULL, is called with arg when the
- * transport is freed. */
+ * transport is freed, or when a later call replaces the callback (the old arg's destroy runs then,
+ * as in BlueZ's io helpers). */
 void transport_set_callback(struct transport *t, transport_cb cb, void *arg,
     void (*destroy)(void *arg));
 
 /* Queues one message for sending. Stream links frame it; packet links send it as one packet.
- * Returns 0 when queued; -EMSGSIZE if len exceeds transport_mtu(); -ENOTCONN if the link is down;
+ * Returns 0 when queued; -EINVAL for an empty message; -EMSGSIZE if len exceeds transport_mtu(); -ENOTCONN if the link is down;
  * -EAGAIN if the queue is above its high-water mark (nothing queued: retry after
  * TRANSPORT_EV_WRITABLE). The message is copied; the caller keeps ownership of msg. */
 int transport_send(struct transport *t, const uint8_t *msg, size_t len);
