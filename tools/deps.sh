@@ -8,7 +8,7 @@ pkgs=(
 	build-essential cmake pkg-config clang clang-format clang-tidy cppcheck libclang-rt-14-dev
 	# libraries the daemon uses
 	libevent-dev libssl-dev libcurl4-openssl-dev libsqlite3-dev libsystemd-dev libjansson-dev
-	libinih-dev libbluetooth-dev
+	libinih-dev libbluetooth-dev zlib1g-dev
 	# tests, tools and benchmarks
 	check openssl ca-certificates sqlite3 dbus systemd lrzsz socat scdoc python3
 	# MCU footprint
