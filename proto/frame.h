@@ -45,7 +45,7 @@ struct frame_decoder {
 void frame_decoder_init(struct frame_decoder *d, uint8_t *buf, size_t cap);
 
 /* Consumes in[0..n) up to and including the end of the next frame. Sets *consumed to the bytes
- * used; call again with the rest. On FRAME_MSG, *msg/*msg_len (CRC removed) point into the
+ * used; call again with the rest. On FRAME_MSG, *msg and *msg_len (CRC removed) point into the
  * decoder's buffer and stay valid until the next call. Empty frames (0x00 0x00) are skipped
  * silently: senders may emit a leading delimiter to flush line noise. */
 enum frame_result frame_decoder_feed(struct frame_decoder *d, const uint8_t *in, size_t n,
