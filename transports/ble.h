@@ -80,8 +80,8 @@ struct ble_central_stats {
 void ble_central_get_stats(const struct ble_central *c, struct ble_central_stats *out);
 
 /* Disconnects every device, stops discovery and frees c. Transports already handed out stay
- * valid (down, reporting nothing more) until their owner frees them. Accepts NULL; returns
- * NULL. */
+ * valid until their owner frees them: a link that was up reports DISCONNECTED (-ESHUTDOWN)
+ * once, then nothing more. Accepts NULL; returns NULL. */
 struct ble_central *ble_central_free(struct ble_central *c);
 
 /* Peripheral configuration. Strings are copied. */

@@ -361,6 +361,9 @@ ble_central_prop(const char *iface, const char *name, sd_bus_message *m, void *c
 			r = ble_dbus_v_bool(m, &d->connected);
 		} else if (strcmp(name, "ServicesResolved") == 0) {
 			r = ble_dbus_v_bool(m, &d->resolved);
+			if (r >= 0 && d->resolved)
+				d->connected =
+				    true; /* resolved implies connected, see on_connect */
 		} else {
 			return 0;
 		}
@@ -959,6 +962,9 @@ ble_dev_on_connect(sd_bus_message *m, void *userdata, sd_bus_error *ret_error)
 		ble_dev_fail(d, ble_dbus_reply_errno(m));
 		return 0;
 	}
+	/* bluetoothd 5.66 sometimes never signals Connected = true (when its ATT channel is up
+	 * before the kernel's connection event); a successful Connect says it all the same. */
+	d->connected = true;
 	ble_dev_set_state(d, BLE_DEV_RESOLVING);
 	ble_central_schedule(d->c);
 	return 0;
