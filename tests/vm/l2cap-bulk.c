@@ -122,8 +122,8 @@ bulk_recv(const char *local, uint16_t psm, unsigned long total)
 			return bulk_fail("wait for data");
 		n = recv(fd, buf, sizeof(buf), 0);
 		if (n <= 0) {
-			fprintf(stderr, "l2cap-bulk: link closed after %lu of %lu bytes\n", got,
-			    total);
+			fprintf(
+			    stderr, "l2cap-bulk: link closed after %lu of %lu bytes\n", got, total);
 			return 1;
 		}
 		if (sdus++ == 0)
@@ -142,8 +142,7 @@ bulk_recv(const char *local, uint16_t psm, unsigned long total)
 }
 
 static int
-bulk_send(const char *local, const char *peer, uint16_t psm, unsigned long total,
-    unsigned long sdu)
+bulk_send(const char *local, const char *peer, uint16_t psm, unsigned long total, unsigned long sdu)
 {
 	static uint8_t buf[BULK_MAX_SDU];
 	struct sockaddr_l2 a = {.l2_family = AF_BLUETOOTH, .l2_bdaddr_type = BDADDR_LE_PUBLIC};
@@ -181,8 +180,8 @@ bulk_send(const char *local, const char *peer, uint16_t psm, unsigned long total
 	if (bulk_wait(fd, POLLIN) < 0 || recv(fd, &ack, 1, 0) != 1 || ack != BULK_ACK)
 		return bulk_fail("wait for the receiver's ack");
 	double dt = bulk_now() - t0;
-	printf("l2cap-bulk: send %lu bytes (SDU %lu, peer MTU %u) in %.3f s: %.1f kB/s\n", sent, sdu,
-	    omtu, dt, (double)sent / 1000.0 / dt);
+	printf("l2cap-bulk: send %lu bytes (SDU %lu, peer MTU %u) in %.3f s: %.1f kB/s\n", sent,
+	    sdu, omtu, dt, (double)sent / 1000.0 / dt);
 	close(fd);
 	return 0;
 }
@@ -198,7 +197,8 @@ main(int argc, char **argv)
 		return bulk_recv(argv[2], (uint16_t)psm, total);
 	}
 	if (argc == 7 && strcmp(argv[1], "send") == 0) {
-		if (bulk_parse_u(argv[4], 0xffff, &psm) || bulk_parse_u(argv[5], 1UL << 30, &total) ||
+		if (bulk_parse_u(argv[4], 0xffff, &psm) ||
+		    bulk_parse_u(argv[5], 1UL << 30, &total) ||
 		    bulk_parse_u(argv[6], BULK_MAX_SDU, &sdu))
 			return 2;
 		return bulk_send(argv[2], argv[3], (uint16_t)psm, total, sdu);
