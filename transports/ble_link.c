@@ -323,6 +323,24 @@ ble_link_set_fds(struct ble_link *l, int rfd, int wfd, size_t mtu)
 {
 	int r = 0;
 
+	/* A fresh fd replaces a stale one (bluetoothd acquired again after a reconnect we did not
+	 * see end): the old socket is dead to the peer, and keeping it would leak the new one. */
+	if (rfd >= 0 && l->rfd >= 0 && rfd != l->rfd && l->rfd != l->wfd) {
+		event_free(l->rev);
+		l->rev = NULL;
+		close(l->rfd);
+		l->rfd = -1;
+	}
+	if (wfd >= 0 && l->wfd >= 0 && wfd != l->wfd && l->wfd != l->rfd) {
+		if (l->hev)
+			event_free(l->hev);
+		event_free(l->wev);
+		l->hev = l->wev = NULL;
+		close(l->wfd);
+		l->wfd = -1;
+		ble_link_drop_queue(l);
+		l->pending_err = 0;
+	}
 	if (rfd >= 0 && l->rfd < 0) {
 		r = ble_link_nonblock(rfd);
 		l->rev =

@@ -33,7 +33,8 @@ struct transport *ble_link_transport(struct ble_link *l);
 struct ble_link *ble_link_from_transport(struct transport *t);
 
 /* Takes ownership of rfd (packets in) and wfd (packets out; may equal rfd, e.g. L2CAP), either
- * may be -1 (not acquired yet; a later call sets the missing one). Makes them non-blocking.
+ * may be -1 (not acquired yet; a later call sets the missing one). A new separate fd replaces
+ * the one held (closed, queued output dropped). Makes them non-blocking.
  * mtu is the largest message sent on wfd. Returns 0 or -ENOMEM (the fds are closed then). */
 int ble_link_set_fds(struct ble_link *l, int rfd, int wfd, size_t mtu);
 
