@@ -11,6 +11,8 @@ step() { printf '\n=== %s ===\n' "$*"; }
 
 step "dependencies"
 bash tools/deps.sh
+# The BLE tests boot Debian's kernel in QEMU; fetch it now, never during a test run.
+bash tests/vm/fetch-kernel.sh
 
 step "build (-Werror)"
 cmake -S . -B build -DOTAGW_WERROR=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
