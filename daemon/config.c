@@ -1140,6 +1140,12 @@ config_open_section(
 		    (int)(name_len > 40 ? 40 : name_len), name, CONFIG_LINK_NAME_MAX);
 		return;
 	}
+	if (name != NULL && name_len == 3 && memcmp(name, "ble", 3) == 0) {
+		/* The D-Bus API names the Bluetooth link "ble" (/io/otagw/link/ble). */
+		config_error(p, p->lineno,
+		    "link name \"ble\" is reserved for the [ble] section; choose another name");
+		return;
+	}
 	for (i = 0; i < p->n_sections; i++) {
 		s = &p->sections[i];
 		if (!t->named && s->type == t) {
@@ -1392,6 +1398,13 @@ config_read_key(struct parse *p, const char *path, unsigned line, const char *wh
 	len = strlen(s);
 	while (len > 0 && isspace((unsigned char)s[len - 1]))
 		s[--len] = '\0';
+	if (len == 0 && !check_mode) {
+		/* The unit's SetCredential= fallback: the operator has not installed a key. */
+		config_error(p, line,
+		    "no Memfault project key: the systemd credential 'project-key' is empty; put "
+		    "the key in /etc/otagw/project-key (chmod 600) and restart otagwd");
+		goto out;
+	}
 	if (!config_is_key(s)) {
 		config_error(p, line,
 		    "%s%s: does not hold a project key (%d hexadecimal digits and nothing else)",

@@ -14,7 +14,8 @@
 #include "daemon.h"
 #include "log.h"
 
-#define EXIT_USAGE 2
+#define EXIT_USAGE  2
+#define EXIT_CONFIG 78 /* sysexits.h EX_CONFIG, as systemd.exec(5) lists it */
 
 static void
 usage(FILE *f)
@@ -67,7 +68,9 @@ run(const char *path, bool verbose)
 	r = config_load(path, log_error, NULL, &cfg);
 	if (r < 0) {
 		log_err("Failed to load the configuration %s, exiting", path);
-		return EXIT_FAILURE;
+		/* EX_CONFIG: the unit's RestartPreventExitStatus= stops a restart loop that cannot
+		 * succeed until someone edits the file. */
+		return EXIT_CONFIG;
 	}
 	base = event_base_new();
 	if (base == NULL) {

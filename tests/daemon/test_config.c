@@ -354,6 +354,8 @@ static const struct config_case cases[] = {
 	AT(5) "[unix \"c\"]: set listen = PATH or connect = PATH\n"},
     {BASE "[unix \"c\"]\nconnect = @DIR@/sim.sock\n",
 	AT(6) "[unix \"c\"]: @DIR@/sim.sock is already used by [unix \"sim\"] on line 4\n"},
+    {BASE "[unix \"ble\"]\nlisten = /run/b.sock\n",
+	AT(5) "link name \"ble\" is reserved for the [ble] section; choose another name\n"},
 
     /* [ble] */
     {"[memfault]\nproject_key_file = @DIR@/key\n[ble]\nenabled = yes\nadapter = hci1\n"
@@ -742,6 +744,12 @@ START_TEST(test_config_credentials)
 			      "project key (32 hexadecimal digits and nothing else)\n");
 	ck_assert_str_eq(e.errors, want);
 	free(want);
+
+	/* The unit's empty fallback credential: the operator has installed no key. */
+	tu_write(cred, 0400, "\n");
+	ck_assert_int_eq(env_load(&e, text, 0644, &cfg), -EINVAL);
+	ck_assert_ptr_nonnull(strstr(e.errors, "no Memfault project key: the systemd credential "
+					       "'project-key' is empty"));
 
 	/* A key file in the config wins over the credential. */
 	tu_write(cred, 0400, "not a key");
