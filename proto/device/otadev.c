@@ -1,0 +1,561 @@
+/* otadev: the device's state machine (docs/PROTOCOL.md, "Device state machine"). One deadline
+ * serves every timer because only one is ever pending: the HELLO retry, the ACK silence timer,
+ * the verify keepalive, the RESULT retry or the next scheduled check. */
+#include "otadev.h"
+
+#include <string.h>
+
+enum {
+	OTADEV_IDLE,    /* waiting for otadev_check() or the scheduled check */
+	OTADEV_HELLO,   /* HELLO sent, waiting for OFFER / NO_UPDATE / ERROR */
+	OTADEV_RECV,    /* receiving DATA */
+	OTADEV_VERIFY,  /* every byte stored: hashing the image read back from flash */
+	OTADEV_RESULT,  /* RESULT sent, waiting for DONE */
+	OTADEV_STOPPED, /* otadev_stop(): silent until otadev_check() */
+};
+
+/* A config value, or its default when 0. */
+#define OTADEV_CFG(dev, field, def) ((dev)->cfg->field ? (dev)->cfg->field : (def))
+
+/* Wrap-safe "now is at or after t". */
+static int
+otadev_due(uint32_t now, uint32_t t)
+{
+	return (int32_t)(now - t) >= 0;
+}
+
+static void
+otadev_timer(otadev_t *dev, uint32_t now, uint32_t ms)
+{
+	dev->deadline = now + ms;
+	dev->has_deadline = 1;
+}
+
+/* Seconds from the gateway to ms, bounded so deadlines stay within the wrap-safe range. */
+static uint32_t
+otadev_secs(uint32_t s)
+{
+	return s > 2000000u ? 2000000000u : s * 1000u;
+}
+
+static int
+otadev_emit(otadev_t *dev, otadev_event_t *ev)
+{
+	return dev->cfg->event ? dev->cfg->event(dev->cfg->user, ev) : 0;
+}
+
+static void
+otadev_notify(otadev_t *dev, otadev_event_type_t type, uint8_t status)
+{
+	otadev_event_t ev;
+
+	memset(&ev, 0, sizeof(ev));
+	ev.type = type;
+	ev.status = status;
+	ev.offset = dev->offset;
+	ev.size = dev->size;
+	(void)otadev_emit(dev, &ev);
+}
+
+/* Sends one message: as one packet, or framed behind a delimiter that flushes line noise. A
+ * failed send is a lost message, which the protocol's retries recover. */
+static void
+otadev_send(otadev_t *dev, const uint8_t *m, size_t n)
+{
+	const otadev_config_t *cfg = dev->cfg;
+	size_t k;
+
+	if (n == 0)
+		return;
+	if (cfg->tx_packet) {
+		(void)cfg->tx_packet(cfg->user, m, n);
+		return;
+	}
+	cfg->tx_buf[0] = 0;
+	k = frame_encode(m, n, cfg->tx_buf + 1, cfg->tx_cap - 1);
+	if (k)
+		(void)cfg->tx(cfg->user, cfg->tx_buf, k + 1);
+}
+
+/* The limit to grant: window frames beyond what is stored, never past the image. */
+static uint32_t
+otadev_limit(const otadev_t *dev)
+{
+	uint32_t w = (uint32_t)dev->cfg->window * dev->payload, room = dev->size - dev->offset;
+
+	return dev->offset + (w < room ? w : room);
+}
+
+static void
+otadev_ack(otadev_t *dev, uint32_t limit)
+{
+	struct msg_ack a;
+	uint8_t m[MSG_ACK_LEN];
+
+	a.offset = dev->offset;
+	a.limit = limit;
+	a.epoch = dev->epoch;
+	a.flags = dev->ack_flags;
+	if (limit > dev->granted)
+		dev->granted = limit;
+	otadev_send(dev, m, msg_encode_ack(&a, m, sizeof(m)));
+}
+
+/* Saves the resume state; the stored offset never exceeds the bytes in flash. */
+static void
+otadev_save(otadev_t *dev)
+{
+	otadev_resume_t st;
+
+	if (!dev->cfg->persist_save)
+		return;
+	memcpy(st.sha256, dev->sha256, sizeof(st.sha256));
+	st.size = dev->size;
+	st.offset = dev->offset;
+	(void)dev->cfg->persist_save(dev->cfg->user, &st);
+	dev->persisted = dev->offset;
+}
+
+static void
+otadev_str(struct msg_str *out, const char *s)
+{
+	size_t n = s ? strlen(s) : 0;
+
+	out->s = s;
+	out->len = (uint8_t)(n > 255 ? 255 : n); /* > 255 fails the bounds check anyway */
+}
+
+/* Encodes this device's HELLO into m (MSG_HELLO_MAX bytes); 0 if the identity is invalid. */
+static size_t
+otadev_encode_hello(const otadev_t *dev, uint8_t *m)
+{
+	const otadev_config_t *cfg = dev->cfg;
+	struct msg_hello h;
+
+	h.proto_version = PROTO_VERSION;
+	h.flags = dev->size && dev->offset ? MSG_HELLO_F_RESUME : 0;
+	h.caps = cfg->caps;
+	h.max_payload = cfg->max_payload;
+	h.window = cfg->window;
+	h.max_stall_ms = cfg->max_stall_ms;
+	h.resume_sha256 = dev->sha256;
+	h.resume_offset = dev->offset;
+	otadev_str(&h.serial, cfg->serial);
+	otadev_str(&h.hardware_version, cfg->hardware_version);
+	otadev_str(&h.software_type, cfg->software_type);
+	otadev_str(&h.current_version, cfg->current_version);
+	return msg_encode_hello(&h, m, MSG_HELLO_MAX);
+}
+
+/* Sends HELLO and arms the retry with exponential backoff. */
+static void
+otadev_hello(otadev_t *dev, uint32_t now)
+{
+	uint8_t m[MSG_HELLO_MAX];
+
+	dev->state = OTADEV_HELLO;
+	otadev_send(dev, m, otadev_encode_hello(dev, m));
+	otadev_timer(dev, now, dev->backoff);
+	dev->backoff = dev->backoff >= OTADEV_HELLO_RETRY_MAX_MS / 2 ? OTADEV_HELLO_RETRY_MAX_MS
+								     : dev->backoff * 2;
+}
+
+static void
+otadev_schedule(otadev_t *dev, uint32_t now, uint32_t s)
+{
+	dev->state = OTADEV_IDLE;
+	dev->has_deadline = 0;
+	if (s)
+		otadev_timer(dev, now, otadev_secs(s));
+}
+
+static void
+otadev_send_result(otadev_t *dev, uint32_t now)
+{
+	struct msg_result r;
+	uint8_t m[MSG_RESULT_FIXED + 1];
+
+	r.status = dev->status;
+	r.sha256 = dev->sha256;
+	/* After a mismatch offset is back at 0, but the whole image did arrive. */
+	r.bytes_received = dev->status == MSG_STATUS_HASH_MISMATCH ? dev->size : dev->offset;
+	r.detail.s = NULL;
+	r.detail.len = 0;
+	otadev_send(dev, m, msg_encode_result(&r, m, sizeof(m)));
+	otadev_timer(dev, now, OTADEV_CFG(dev, ack_timeout_ms, OTADEV_ACK_TIMEOUT_MS));
+}
+
+static void
+otadev_result(otadev_t *dev, uint8_t status, uint32_t now)
+{
+	dev->state = OTADEV_RESULT;
+	dev->status = status;
+	dev->retries = 0;
+	otadev_notify(dev, OTADEV_EV_RESULT, status);
+	otadev_send_result(dev, now);
+}
+
+static void
+otadev_verify_start(otadev_t *dev, uint32_t now)
+{
+	dev->state = OTADEV_VERIFY;
+	dev->pos = 0;
+	otadev_sha256_init(&dev->hash);
+	otadev_ack(dev, dev->size); /* everything is in: the gateway stops sending */
+	otadev_timer(dev, now, OTADEV_CFG(dev, ack_timeout_ms, OTADEV_ACK_TIMEOUT_MS));
+}
+
+static void
+otadev_offer(otadev_t *dev, const struct msg_offer *o, uint32_t now)
+{
+	const otadev_config_t *cfg = dev->cfg;
+	int same = dev->size == o->size && memcmp(dev->sha256, o->sha256, PROTO_SHA256_LEN) == 0;
+	int status = 0;
+
+	if (same && (dev->state == OTADEV_RECV || dev->state == OTADEV_VERIFY)) {
+		/* The gateway repeated its OFFER: our request was lost. Repeat it. */
+		otadev_ack(dev, dev->state == OTADEV_RECV ? otadev_limit(dev) : dev->size);
+		return;
+	}
+	if (!same) {
+		/* A different image: the partial one is obsolete. Flash and the stored state
+		 * are touched only once this one is accepted. */
+		memcpy(dev->sha256, o->sha256, PROTO_SHA256_LEN);
+		dev->size = o->size;
+		dev->offset = 0;
+		dev->erased = 0;
+	}
+	if (o->proto_version != PROTO_VERSION || o->max_payload > cfg->max_payload ||
+	    ((o->flags & MSG_OFFER_F_DELTA) && !(cfg->caps & MSG_CAP_DELTA))) {
+		status = MSG_STATUS_UNSUPPORTED;
+	} else if (cfg->slot_size && o->size > cfg->slot_size) {
+		status = MSG_STATUS_NO_SPACE;
+	} else {
+		otadev_event_t ev;
+
+		memset(&ev, 0, sizeof(ev));
+		ev.type = OTADEV_EV_OFFER;
+		ev.size = o->size;
+		ev.offer = o;
+		status = otadev_emit(dev, &ev);
+		if (status < 0 || status > 255)
+			status = MSG_STATUS_DECLINED;
+	}
+	if (status) {
+		otadev_result(dev, (uint8_t)status, now);
+		return;
+	}
+	dev->payload = o->max_payload;
+	dev->granted = dev->offset;
+	dev->ack_flags = 0;
+	dev->retries = 0;
+	otadev_save(dev); /* names the new image, or lowers a sector-rounded resume offset */
+	otadev_notify(dev, OTADEV_EV_PROGRESS, 0);
+	if (dev->offset == dev->size) {
+		otadev_verify_start(dev, now);
+		return;
+	}
+	dev->state = OTADEV_RECV;
+	otadev_ack(dev, otadev_limit(dev));
+	otadev_timer(dev, now, OTADEV_CFG(dev, ack_timeout_ms, OTADEV_ACK_TIMEOUT_MS));
+}
+
+static void
+otadev_data(otadev_t *dev, const struct msg_data *d, uint32_t now)
+{
+	const otadev_config_t *cfg = dev->cfg;
+	uint32_t end = d->offset + d->len, skip;
+
+	if (dev->state == OTADEV_VERIFY) {
+		otadev_ack(dev, dev->size);
+		return;
+	}
+	if (dev->state != OTADEV_RECV)
+		return;
+	otadev_timer(dev, now, OTADEV_CFG(dev, ack_timeout_ms, OTADEV_ACK_TIMEOUT_MS));
+	if (d->len > dev->payload || end > dev->granted) {
+		/* Outside what was granted: not written; restate the window. */
+	} else if (d->offset > dev->offset) {
+		/* A gap: a frame was lost. Ask for a resend from offset in a new epoch; frames
+		 * still in flight from before repeat the same request, which the gateway acts on
+		 * only once. A frame below the highest one seen since means the gateway already
+		 * went back and the frame at offset was lost again: that is a new loss. */
+		if (!(dev->ack_flags & MSG_ACK_F_REWIND) || d->offset < dev->seen) {
+			dev->epoch++;
+			dev->ack_flags = MSG_ACK_F_REWIND;
+		}
+		dev->seen = end;
+	} else if (end > dev->offset) {
+		skip = dev->offset - d->offset; /* a resend may overlap what is stored */
+		if (cfg->flash_erase && dev->erased < end) {
+			otadev_ack(dev, dev->offset); /* pause: limit == offset while erasing */
+			while (dev->erased < end) {
+				if (cfg->flash_erase(cfg->user, dev->erased) != 0) {
+					otadev_result(dev, MSG_STATUS_FLASH_ERROR, now);
+					return;
+				}
+				dev->erased += cfg->sector_size;
+			}
+		}
+		if (cfg->flash_write(cfg->user, dev->offset, d->payload + skip, d->len - skip) !=
+		    0) {
+			otadev_result(dev, MSG_STATUS_FLASH_ERROR, now);
+			return;
+		}
+		dev->offset = end;
+		dev->ack_flags = 0;
+		dev->retries = 0;
+		if (end == dev->size || end - dev->persisted >= OTADEV_CFG(dev, persist_interval,
+								    OTADEV_PERSIST_INTERVAL)) {
+			otadev_save(dev);
+			otadev_notify(dev, OTADEV_EV_PROGRESS, 0);
+		}
+		if (end == dev->size) {
+			otadev_verify_start(dev, now);
+			return;
+		}
+	}
+	/* In order, a duplicate (end <= offset), a gap or out of window: say where we are. */
+	otadev_ack(dev, otadev_limit(dev));
+}
+
+static void
+otadev_handle(otadev_t *dev, const uint8_t *buf, size_t n, uint32_t now)
+{
+	struct msg m;
+
+	if (dev->state == OTADEV_STOPPED || msg_decode_to_device(buf, n, &m) != MSG_OK)
+		return; /* malformed or unknown messages are dropped; timers recover */
+	switch (m.type) {
+	case MSG_SOLICIT:
+		otadev_check(dev, now);
+		break;
+	case MSG_OFFER:
+		if (dev->state != OTADEV_IDLE)
+			otadev_offer(dev, &m.u.offer, now);
+		break;
+	case MSG_NO_UPDATE:
+		if (dev->state == OTADEV_HELLO || dev->state == OTADEV_RECV) {
+			otadev_event_t ev;
+
+			memset(&ev, 0, sizeof(ev));
+			ev.type = OTADEV_EV_NO_UPDATE;
+			ev.no_update = &m.u.no_update;
+			(void)otadev_emit(dev, &ev);
+			otadev_schedule(dev, now,
+			    m.u.no_update.recheck_s ? m.u.no_update.recheck_s : dev->cfg->check_s);
+		}
+		break;
+	case MSG_ERROR:
+		if (dev->state != OTADEV_IDLE) {
+			otadev_event_t ev;
+			uint32_t wait = otadev_secs(m.u.error.retry_after_s);
+
+			memset(&ev, 0, sizeof(ev));
+			ev.type = OTADEV_EV_ERROR;
+			ev.error = &m.u.error;
+			(void)otadev_emit(dev, &ev);
+			/* Retry HELLO no sooner than asked, and back off meanwhile. */
+			dev->state = OTADEV_HELLO;
+			otadev_timer(dev, now, wait > dev->backoff ? wait : dev->backoff);
+			if (dev->backoff < OTADEV_HELLO_RETRY_MAX_MS / 2)
+				dev->backoff *= 2;
+		}
+		break;
+	case MSG_DATA:
+		otadev_data(dev, &m.u.data, now);
+		break;
+	case MSG_DONE:
+		if (dev->state == OTADEV_RESULT &&
+		    memcmp(m.u.done.sha256, dev->sha256, PROTO_SHA256_LEN) == 0) {
+			otadev_notify(dev, OTADEV_EV_DONE, dev->status);
+			otadev_schedule(dev, now, dev->cfg->check_s);
+		}
+		break;
+	default:
+		break;
+	}
+}
+
+int
+otadev_init(otadev_t *dev, const otadev_config_t *cfg, uint32_t now_ms)
+{
+	uint8_t m[MSG_HELLO_MAX];
+	otadev_resume_t st;
+
+	(void)now_ms;
+	memset(dev, 0, sizeof(*dev));
+	dev->cfg = cfg;
+	if (!cfg->tx == !cfg->tx_packet || !cfg->flash_write || !cfg->flash_read ||
+	    cfg->max_payload < PROTO_PAYLOAD_MIN || cfg->max_payload > PROTO_PAYLOAD_MAX ||
+	    cfg->window == 0 || (cfg->flash_erase && cfg->sector_size == 0) ||
+	    !cfg->persist_save != !cfg->persist_load)
+		return OTADEV_ERR_CONFIG;
+	if (cfg->tx && (!cfg->rx_buf || cfg->rx_cap < (size_t)OTADEV_RX_CAP(cfg->max_payload) ||
+			   !cfg->tx_buf || cfg->tx_cap < OTADEV_TX_CAP))
+		return OTADEV_ERR_CONFIG;
+	if (otadev_encode_hello(dev, m) == 0)
+		return OTADEV_ERR_IDENTITY;
+	frame_decoder_init(&dev->dec, cfg->rx_buf, cfg->rx_cap);
+	dev->backoff = OTADEV_HELLO_RETRY_MS;
+	if (cfg->persist_load && cfg->persist_load(cfg->user, &st) == 0 && st.size > 0 &&
+	    st.offset <= st.size) {
+		memcpy(dev->sha256, st.sha256, PROTO_SHA256_LEN);
+		dev->size = st.size;
+		dev->persisted = st.offset;
+		/* The sector holding the resume offset may be partly written: it is erased and
+		 * fetched again rather than programmed twice. */
+		dev->offset = st.offset;
+		if (cfg->flash_erase)
+			dev->offset -= st.offset % cfg->sector_size;
+		dev->erased = dev->offset;
+	}
+	return 0;
+}
+
+void
+otadev_check(otadev_t *dev, uint32_t now_ms)
+{
+	dev->backoff = OTADEV_HELLO_RETRY_MS;
+	otadev_hello(dev, now_ms);
+}
+
+void
+otadev_feed(otadev_t *dev, const uint8_t *bytes, size_t n, uint32_t now_ms)
+{
+	while (n > 0 && dev->cfg->tx) {
+		const uint8_t *m = NULL;
+		size_t used = 0, mlen = 0;
+
+		if (frame_decoder_feed(&dev->dec, bytes, n, &used, &m, &mlen) == FRAME_MSG)
+			otadev_handle(dev, m, mlen, now_ms);
+		bytes += used;
+		n -= used;
+	}
+}
+
+void
+otadev_packet(otadev_t *dev, const uint8_t *msg, size_t n, uint32_t now_ms)
+{
+	otadev_handle(dev, msg, n, now_ms);
+}
+
+/* Hashes up to verify_step bytes of the image read back from flash; sends RESULT at the end. */
+static void
+otadev_verify_step(otadev_t *dev, uint32_t now)
+{
+	const otadev_config_t *cfg = dev->cfg;
+	uint32_t budget = OTADEV_CFG(dev, verify_step, OTADEV_VERIFY_STEP);
+	uint8_t buf[64], digest[PROTO_SHA256_LEN];
+
+	while (budget > 0 && dev->pos < dev->size) {
+		uint32_t n = dev->size - dev->pos;
+
+		if (n > sizeof(buf))
+			n = sizeof(buf);
+		if (cfg->flash_read(cfg->user, dev->pos, buf, n) != 0) {
+			otadev_result(dev, MSG_STATUS_FLASH_ERROR, now);
+			return;
+		}
+		otadev_sha256_update(&dev->hash, buf, n);
+		dev->pos += n;
+		budget = budget > n ? budget - n : 0;
+	}
+	if (dev->pos < dev->size)
+		return;
+	otadev_sha256_final(&dev->hash, digest);
+	if (memcmp(digest, dev->sha256, PROTO_SHA256_LEN) != 0) {
+		/* Start over next time: nothing stored can be trusted. bytes_received in the
+		 * RESULT still says how much arrived. */
+		otadev_result(dev, MSG_STATUS_HASH_MISMATCH, now);
+		dev->offset = 0;
+		dev->erased = 0;
+		otadev_save(dev);
+		return;
+	}
+	otadev_result(dev, MSG_STATUS_OK, now);
+}
+
+uint32_t
+otadev_poll(otadev_t *dev, uint32_t now_ms)
+{
+	uint8_t retries = (uint8_t)OTADEV_CFG(dev, retries, OTADEV_RETRIES);
+
+	if (dev->state == OTADEV_VERIFY) {
+		otadev_verify_step(dev, now_ms);
+		if (dev->state == OTADEV_VERIFY) {
+			if (otadev_due(now_ms, dev->deadline)) {
+				/* Keepalive: the gateway knows the device is still verifying. */
+				otadev_ack(dev, dev->size);
+				otadev_timer(dev, now_ms,
+				    OTADEV_CFG(dev, ack_timeout_ms, OTADEV_ACK_TIMEOUT_MS));
+			}
+			return 0;
+		}
+	}
+	if (!dev->has_deadline)
+		return UINT32_MAX;
+	if (!otadev_due(now_ms, dev->deadline))
+		return dev->deadline - now_ms;
+	dev->has_deadline = 0;
+	switch (dev->state) {
+	case OTADEV_IDLE:
+		otadev_check(dev, now_ms);
+		break;
+	case OTADEV_HELLO:
+		otadev_hello(dev, now_ms);
+		break;
+	case OTADEV_RECV:
+		if (++dev->retries > retries) {
+			/* The gateway went silent: start again from HELLO, keeping what is stored.
+			 */
+			otadev_notify(dev, OTADEV_EV_ABORTED, MSG_STATUS_ABORTED);
+			otadev_check(dev, now_ms);
+		} else {
+			otadev_ack(dev, otadev_limit(dev)); /* the same ACK again */
+			otadev_timer(
+			    dev, now_ms, OTADEV_CFG(dev, ack_timeout_ms, OTADEV_ACK_TIMEOUT_MS));
+		}
+		break;
+	case OTADEV_RESULT:
+		if (++dev->retries > retries) {
+			otadev_notify(dev, OTADEV_EV_ABORTED, dev->status);
+			otadev_schedule(dev, now_ms, dev->cfg->check_s);
+		} else {
+			otadev_send_result(dev, now_ms);
+		}
+		break;
+	default:
+		break;
+	}
+	return dev->has_deadline ? dev->deadline - now_ms : UINT32_MAX;
+}
+
+int
+otadev_rewind(otadev_t *dev, uint32_t offset, uint32_t now_ms)
+{
+	const otadev_config_t *cfg = dev->cfg;
+
+	if ((dev->state != OTADEV_RECV && dev->state != OTADEV_VERIFY) || offset > dev->offset)
+		return OTADEV_ERR_STATE;
+	if (cfg->flash_erase) {
+		offset -= offset % cfg->sector_size;
+		dev->erased = offset;
+	}
+	dev->offset = offset;
+	dev->epoch++;
+	dev->ack_flags = MSG_ACK_F_REWIND;
+	dev->retries = 0;
+	dev->state = OTADEV_RECV;
+	otadev_save(dev);
+	otadev_ack(dev, otadev_limit(dev));
+	otadev_timer(dev, now_ms, OTADEV_CFG(dev, ack_timeout_ms, OTADEV_ACK_TIMEOUT_MS));
+	return 0;
+}
+
+void
+otadev_stop(otadev_t *dev)
+{
+	dev->state = OTADEV_STOPPED;
+	dev->has_deadline = 0;
+}
