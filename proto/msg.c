@@ -27,33 +27,21 @@ msg_rd_bytes(struct msg_rd *r, size_t n)
 	return p;
 }
 
-static uint8_t
-msg_rd_u8(struct msg_rd *r)
-{
-	const uint8_t *p = msg_rd_bytes(r, 1);
-
-	return p ? p[0] : 0;
-}
-
-static uint16_t
-msg_rd_u16(struct msg_rd *r)
-{
-	const uint8_t *p = msg_rd_bytes(r, 2);
-
-	if (!p)
-		return 0;
-	return (uint16_t)(p[0] | p[1] << 8);
-}
-
+/* A little-endian unsigned field of n (1, 2 or 4) bytes; 0 past the end. */
 static uint32_t
-msg_rd_u32(struct msg_rd *r)
+msg_rd_le(struct msg_rd *r, size_t n)
 {
-	const uint8_t *p = msg_rd_bytes(r, 4);
+	const uint8_t *p = msg_rd_bytes(r, n);
+	uint32_t v = 0;
 
-	if (!p)
-		return 0;
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+	while (p && n--)
+		v = v << 8 | p[n];
+	return v;
 }
+
+#define msg_rd_u8(r)  ((uint8_t)msg_rd_le(r, 1))
+#define msg_rd_u16(r) ((uint16_t)msg_rd_le(r, 2))
+#define msg_rd_u32(r) msg_rd_le(r, 4)
 
 static void
 msg_rd_str(struct msg_rd *r, struct msg_str *s)
@@ -273,207 +261,173 @@ msg_strerror(enum msg_err e)
 	return "unknown error";
 }
 
-/* A cursor over the output; writes past cap set overflow and are dropped. */
-struct msg_wr {
-	uint8_t *p;
-	size_t cap, n;
-};
+/* Encoders compute the exact length first and refuse a short buffer before writing anything;
+ * then every store is in bounds by construction. */
 
-static void
-msg_wr_bytes(struct msg_wr *w, const void *src, size_t n)
+/* Stores v as n (1, 2 or 4) little-endian bytes at p; returns the next position. */
+static uint8_t *
+msg_put(uint8_t *p, uint32_t v, size_t n)
 {
-	if (n > 0 && w->n <= w->cap && n <= w->cap - w->n)
-		memcpy(w->p + w->n, src, n);
-	w->n = w->n + n; /* > cap marks an overflow; n never exceeds a few hundred bytes */
+	for (; n > 0; n--, v >>= 8)
+		*p++ = (uint8_t)v;
+	return p;
 }
 
-static void
-msg_wr_u8(struct msg_wr *w, uint8_t v)
+static uint8_t *
+msg_put_bytes(uint8_t *p, const void *src, size_t n)
 {
-	msg_wr_bytes(w, &v, 1);
+	if (n > 0)
+		memcpy(p, src, n);
+	return p + n;
 }
 
-static void
-msg_wr_u16(struct msg_wr *w, uint16_t v)
+static uint8_t *
+msg_put_str(uint8_t *p, const struct msg_str *s)
 {
-	uint8_t b[2];
-
-	b[0] = (uint8_t)v;
-	b[1] = (uint8_t)(v >> 8);
-	msg_wr_bytes(w, b, 2);
-}
-
-static void
-msg_wr_u32(struct msg_wr *w, uint32_t v)
-{
-	uint8_t b[4];
-
-	b[0] = (uint8_t)v;
-	b[1] = (uint8_t)(v >> 8);
-	b[2] = (uint8_t)(v >> 16);
-	b[3] = (uint8_t)(v >> 24);
-	msg_wr_bytes(w, b, 4);
-}
-
-static void
-msg_wr_str(struct msg_wr *w, const struct msg_str *s)
-{
-	msg_wr_u8(w, s->len);
-	msg_wr_bytes(w, s->s, s->len);
-}
-
-static size_t
-msg_wr_done(const struct msg_wr *w)
-{
-	return w->n <= w->cap ? w->n : 0;
-}
-
-static void
-msg_wr_init(struct msg_wr *w, uint8_t *out, size_t cap, uint8_t type)
-{
-	w->p = out;
-	w->cap = cap;
-	w->n = 0;
-	msg_wr_u8(w, type);
+	*p++ = s->len;
+	return msg_put_bytes(p, s->s, s->len);
 }
 
 size_t
 msg_encode_hello(const struct msg_hello *m, uint8_t *out, size_t cap)
 {
-	struct msg_wr w;
+	int resume = (m->flags & MSG_HELLO_F_RESUME) != 0;
+	size_t n = (size_t)MSG_HELLO_FIXED + (resume ? MSG_HELLO_RESUME : 0u) + 4u + m->serial.len +
+		   m->hardware_version.len + m->software_type.len + m->current_version.len;
+	uint8_t *p = out;
 
-	if (msg_check_hello(m) != MSG_OK ||
-	    ((m->flags & MSG_HELLO_F_RESUME) && m->resume_sha256 == NULL))
+	if (n > cap || msg_check_hello(m) != MSG_OK || (resume && !m->resume_sha256))
 		return 0;
-	msg_wr_init(&w, out, cap, MSG_HELLO);
-	msg_wr_u8(&w, m->proto_version);
-	msg_wr_u8(&w, m->flags);
-	msg_wr_u16(&w, m->caps);
-	msg_wr_u16(&w, m->max_payload);
-	msg_wr_u8(&w, m->window);
-	msg_wr_u16(&w, m->max_stall_ms);
-	if (m->flags & MSG_HELLO_F_RESUME) {
-		msg_wr_bytes(&w, m->resume_sha256, PROTO_SHA256_LEN);
-		msg_wr_u32(&w, m->resume_offset);
+	*p++ = MSG_HELLO;
+	*p++ = m->proto_version;
+	*p++ = m->flags;
+	p = msg_put(p, m->caps, 2);
+	p = msg_put(p, m->max_payload, 2);
+	*p++ = m->window;
+	p = msg_put(p, m->max_stall_ms, 2);
+	if (resume) {
+		p = msg_put_bytes(p, m->resume_sha256, PROTO_SHA256_LEN);
+		p = msg_put(p, m->resume_offset, 4);
 	}
-	msg_wr_str(&w, &m->serial);
-	msg_wr_str(&w, &m->hardware_version);
-	msg_wr_str(&w, &m->software_type);
-	msg_wr_str(&w, &m->current_version);
-	return msg_wr_done(&w);
+	p = msg_put_str(p, &m->serial);
+	p = msg_put_str(p, &m->hardware_version);
+	p = msg_put_str(p, &m->software_type);
+	msg_put_str(p, &m->current_version);
+	return n;
 }
 
 size_t
 msg_encode_ack(const struct msg_ack *m, uint8_t *out, size_t cap)
 {
-	struct msg_wr w;
+	uint8_t *p = out;
 
-	if (m->limit < m->offset)
+	if (cap < MSG_ACK_LEN || m->limit < m->offset)
 		return 0;
-	msg_wr_init(&w, out, cap, MSG_ACK);
-	msg_wr_u32(&w, m->offset);
-	msg_wr_u32(&w, m->limit);
-	msg_wr_u8(&w, m->epoch);
-	msg_wr_u8(&w, m->flags);
-	return msg_wr_done(&w);
+	*p++ = MSG_ACK;
+	p = msg_put(p, m->offset, 4);
+	p = msg_put(p, m->limit, 4);
+	*p++ = m->epoch;
+	*p = m->flags;
+	return MSG_ACK_LEN;
 }
 
 size_t
 msg_encode_result(const struct msg_result *m, uint8_t *out, size_t cap)
 {
-	struct msg_wr w;
+	size_t n = MSG_RESULT_FIXED + 1 + (size_t)m->detail.len;
+	uint8_t *p = out;
 
-	if (!msg_text_ok(&m->detail, MSG_DETAIL_MAX))
+	if (n > cap || !msg_text_ok(&m->detail, MSG_DETAIL_MAX))
 		return 0;
-	msg_wr_init(&w, out, cap, MSG_RESULT);
-	msg_wr_u8(&w, m->status);
-	msg_wr_bytes(&w, m->sha256, PROTO_SHA256_LEN);
-	msg_wr_u32(&w, m->bytes_received);
-	msg_wr_str(&w, &m->detail);
-	return msg_wr_done(&w);
+	*p++ = MSG_RESULT;
+	*p++ = m->status;
+	p = msg_put_bytes(p, m->sha256, PROTO_SHA256_LEN);
+	p = msg_put(p, m->bytes_received, 4);
+	msg_put_str(p, &m->detail);
+	return n;
 }
 
 size_t
 msg_encode_offer(const struct msg_offer *m, uint8_t *out, size_t cap)
 {
-	struct msg_wr w;
+	size_t n = MSG_OFFER_FIXED + 1 + (size_t)m->target_version.len;
+	uint8_t *p = out;
 
-	if (msg_check_offer(m) != MSG_OK)
+	if (n > cap || msg_check_offer(m) != MSG_OK)
 		return 0;
-	msg_wr_init(&w, out, cap, MSG_OFFER);
-	msg_wr_u8(&w, m->proto_version);
-	msg_wr_u8(&w, m->flags);
-	msg_wr_u32(&w, m->size);
-	msg_wr_bytes(&w, m->sha256, PROTO_SHA256_LEN);
-	msg_wr_u16(&w, m->max_payload);
-	msg_wr_str(&w, &m->target_version);
-	return msg_wr_done(&w);
+	*p++ = MSG_OFFER;
+	*p++ = m->proto_version;
+	*p++ = m->flags;
+	p = msg_put(p, m->size, 4);
+	p = msg_put_bytes(p, m->sha256, PROTO_SHA256_LEN);
+	p = msg_put(p, m->max_payload, 2);
+	msg_put_str(p, &m->target_version);
+	return n;
 }
 
 size_t
 msg_encode_no_update(const struct msg_no_update *m, uint8_t *out, size_t cap)
 {
-	struct msg_wr w;
+	size_t n = MSG_NO_UPDATE_FIXED + 1 + (size_t)m->reason.len;
+	uint8_t *p = out;
 
-	if (!msg_text_ok(&m->reason, MSG_REASON_MAX))
+	if (n > cap || !msg_text_ok(&m->reason, MSG_REASON_MAX))
 		return 0;
-	msg_wr_init(&w, out, cap, MSG_NO_UPDATE);
-	msg_wr_u32(&w, m->recheck_s);
-	msg_wr_str(&w, &m->reason);
-	return msg_wr_done(&w);
+	*p++ = MSG_NO_UPDATE;
+	p = msg_put(p, m->recheck_s, 4);
+	msg_put_str(p, &m->reason);
+	return n;
 }
 
 size_t
 msg_encode_error(const struct msg_error *m, uint8_t *out, size_t cap)
 {
-	struct msg_wr w;
+	size_t n = MSG_ERROR_FIXED + 1 + (size_t)m->message.len;
+	uint8_t *p = out;
 
-	if (!msg_text_ok(&m->message, MSG_ERROR_TEXT_MAX))
+	if (n > cap || !msg_text_ok(&m->message, MSG_ERROR_TEXT_MAX))
 		return 0;
-	msg_wr_init(&w, out, cap, MSG_ERROR);
-	msg_wr_u8(&w, m->code);
-	msg_wr_u32(&w, m->retry_after_s);
-	msg_wr_str(&w, &m->message);
-	return msg_wr_done(&w);
+	*p++ = MSG_ERROR;
+	*p++ = m->code;
+	p = msg_put(p, m->retry_after_s, 4);
+	msg_put_str(p, &m->message);
+	return n;
 }
 
 void
 msg_encode_data_header(uint32_t offset, uint8_t out[MSG_DATA_HEADER])
 {
-	struct msg_wr w;
-
-	msg_wr_init(&w, out, MSG_DATA_HEADER, MSG_DATA);
-	msg_wr_u32(&w, offset);
+	out[0] = MSG_DATA;
+	msg_put(out + 1, offset, 4);
 }
 
 size_t
 msg_encode_data(const struct msg_data *m, uint8_t *out, size_t cap)
 {
-	struct msg_wr w;
+	size_t n = MSG_DATA_HEADER + (size_t)m->len;
 
-	if (msg_check_data(m) != MSG_OK)
+	if (n > cap || msg_check_data(m) != MSG_OK)
 		return 0;
-	msg_wr_init(&w, out, cap, MSG_DATA);
-	msg_wr_u32(&w, m->offset);
-	msg_wr_bytes(&w, m->payload, m->len);
-	return msg_wr_done(&w);
+	msg_encode_data_header(m->offset, out);
+	msg_put_bytes(out + MSG_DATA_HEADER, m->payload, m->len);
+	return n;
 }
 
 size_t
 msg_encode_done(const struct msg_done *m, uint8_t *out, size_t cap)
 {
-	struct msg_wr w;
-
-	msg_wr_init(&w, out, cap, MSG_DONE);
-	msg_wr_bytes(&w, m->sha256, PROTO_SHA256_LEN);
-	return msg_wr_done(&w);
+	if (cap < MSG_DONE_LEN)
+		return 0;
+	out[0] = MSG_DONE;
+	msg_put_bytes(out + 1, m->sha256, PROTO_SHA256_LEN);
+	return MSG_DONE_LEN;
 }
 
 size_t
 msg_encode_solicit(uint8_t *out, size_t cap)
 {
-	struct msg_wr w;
-
-	msg_wr_init(&w, out, cap, MSG_SOLICIT);
-	return msg_wr_done(&w);
+	if (cap < MSG_SOLICIT_LEN)
+		return 0;
+	out[0] = MSG_SOLICIT;
+	return MSG_SOLICIT_LEN;
 }

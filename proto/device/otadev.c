@@ -1,6 +1,7 @@
 /* otadev: the device's state machine (docs/PROTOCOL.md, "Device state machine"). One deadline
  * serves every timer because only one is ever pending: the HELLO retry, the ACK silence timer,
- * the verify keepalive, the RESULT retry or the next scheduled check. */
+ * the verify keepalive, the RESULT retry or the next scheduled check. Written for code size:
+ * every message goes out through otadev_send() and every event through otadev_emit(). */
 #include "otadev.h"
 
 #include <string.h>
@@ -14,16 +15,6 @@ enum {
 	OTADEV_STOPPED, /* otadev_stop(): silent until otadev_check() */
 };
 
-/* A config value, or its default when 0. */
-#define OTADEV_CFG(dev, field, def) ((dev)->cfg->field ? (dev)->cfg->field : (def))
-
-/* Wrap-safe "now is at or after t". */
-static int
-otadev_due(uint32_t now, uint32_t t)
-{
-	return (int32_t)(now - t) >= 0;
-}
-
 static void
 otadev_timer(otadev_t *dev, uint32_t now, uint32_t ms)
 {
@@ -31,30 +22,36 @@ otadev_timer(otadev_t *dev, uint32_t now, uint32_t ms)
 	dev->has_deadline = 1;
 }
 
-/* Seconds from the gateway to ms, bounded so deadlines stay within the wrap-safe range. */
+/* Arms the ACK silence timer, which is also the verify keepalive and the RESULT retry. */
+static void
+otadev_ack_timer(otadev_t *dev, uint32_t now)
+{
+	otadev_timer(dev, now, dev->ack_ms);
+}
+
+/* Seconds from the gateway to ms, bounded so deadlines stay in the wrap-safe range. */
 static uint32_t
 otadev_secs(uint32_t s)
 {
 	return s > 2000000u ? 2000000000u : s * 1000u;
 }
 
+/* Tells the application; m, when set, is the message the event is about. */
 static int
-otadev_emit(otadev_t *dev, otadev_event_t *ev)
-{
-	return dev->cfg->event ? dev->cfg->event(dev->cfg->user, ev) : 0;
-}
-
-static void
-otadev_notify(otadev_t *dev, otadev_event_type_t type, uint8_t status)
+otadev_emit(otadev_t *dev, otadev_event_type_t type, uint8_t status, const struct msg *m)
 {
 	otadev_event_t ev;
 
-	memset(&ev, 0, sizeof(ev));
+	if (!dev->cfg->event)
+		return 0;
 	ev.type = type;
 	ev.status = status;
 	ev.offset = dev->offset;
 	ev.size = dev->size;
-	(void)otadev_emit(dev, &ev);
+	ev.offer = m ? &m->u.offer : NULL;
+	ev.no_update = m ? &m->u.no_update : NULL;
+	ev.error = m ? &m->u.error : NULL;
+	return dev->cfg->event(dev->cfg->user, &ev);
 }
 
 /* Sends one message: as one packet, or framed behind a delimiter that flushes line noise. A
@@ -63,7 +60,6 @@ static void
 otadev_send(otadev_t *dev, const uint8_t *m, size_t n)
 {
 	const otadev_config_t *cfg = dev->cfg;
-	size_t k;
 
 	if (n == 0)
 		return;
@@ -72,32 +68,26 @@ otadev_send(otadev_t *dev, const uint8_t *m, size_t n)
 		return;
 	}
 	cfg->tx_buf[0] = 0;
-	k = frame_encode(m, n, cfg->tx_buf + 1, cfg->tx_cap - 1);
-	if (k)
-		(void)cfg->tx(cfg->user, cfg->tx_buf, k + 1);
+	n = frame_encode(m, n, cfg->tx_buf + 1, cfg->tx_cap - 1);
+	if (n)
+		(void)cfg->tx(cfg->user, cfg->tx_buf, n + 1);
 }
 
-/* The limit to grant: window frames beyond what is stored, never past the image. */
-static uint32_t
-otadev_limit(const otadev_t *dev)
+/* Sends ACK(offset, limit). The limit granted is window frames beyond what is stored, never
+ * past the image; pause passes limit == offset (a flash erase follows). */
+static void
+otadev_ack(otadev_t *dev, int pause)
 {
 	uint32_t w = (uint32_t)dev->cfg->window * dev->payload, room = dev->size - dev->offset;
-
-	return dev->offset + (w < room ? w : room);
-}
-
-static void
-otadev_ack(otadev_t *dev, uint32_t limit)
-{
 	struct msg_ack a;
 	uint8_t m[MSG_ACK_LEN];
 
 	a.offset = dev->offset;
-	a.limit = limit;
+	a.limit = dev->offset + (pause ? 0 : w < room ? w : room);
 	a.epoch = dev->epoch;
 	a.flags = dev->ack_flags;
-	if (limit > dev->granted)
-		dev->granted = limit;
+	if (a.limit > dev->granted)
+		dev->granted = a.limit;
 	otadev_send(dev, m, msg_encode_ack(&a, m, sizeof(m)));
 }
 
@@ -133,7 +123,7 @@ otadev_encode_hello(const otadev_t *dev, uint8_t *m)
 	struct msg_hello h;
 
 	h.proto_version = PROTO_VERSION;
-	h.flags = dev->size && dev->offset ? MSG_HELLO_F_RESUME : 0;
+	h.flags = dev->offset ? MSG_HELLO_F_RESUME : 0;
 	h.caps = cfg->caps;
 	h.max_payload = cfg->max_payload;
 	h.window = cfg->window;
@@ -147,21 +137,29 @@ otadev_encode_hello(const otadev_t *dev, uint8_t *m)
 	return msg_encode_hello(&h, m, MSG_HELLO_MAX);
 }
 
-/* Sends HELLO and arms the retry with exponential backoff. */
+/* Waits for the HELLO retry: at least wait ms, and the backoff, which doubles up to its cap. */
+static void
+otadev_retry(otadev_t *dev, uint32_t now, uint32_t wait)
+{
+	dev->state = OTADEV_HELLO;
+	otadev_timer(dev, now, wait > dev->backoff ? wait : dev->backoff);
+	dev->backoff *= 2;
+	if (dev->backoff > OTADEV_HELLO_RETRY_MAX_MS)
+		dev->backoff = OTADEV_HELLO_RETRY_MAX_MS;
+}
+
 static void
 otadev_hello(otadev_t *dev, uint32_t now)
 {
 	uint8_t m[MSG_HELLO_MAX];
 
-	dev->state = OTADEV_HELLO;
 	otadev_send(dev, m, otadev_encode_hello(dev, m));
-	otadev_timer(dev, now, dev->backoff);
-	dev->backoff = dev->backoff >= OTADEV_HELLO_RETRY_MAX_MS / 2 ? OTADEV_HELLO_RETRY_MAX_MS
-								     : dev->backoff * 2;
+	otadev_retry(dev, now, 0);
 }
 
+/* Goes idle until the next check, s seconds from now (0: when the application asks). */
 static void
-otadev_schedule(otadev_t *dev, uint32_t now, uint32_t s)
+otadev_idle(otadev_t *dev, uint32_t now, uint32_t s)
 {
 	dev->state = OTADEV_IDLE;
 	dev->has_deadline = 0;
@@ -179,10 +177,9 @@ otadev_send_result(otadev_t *dev, uint32_t now)
 	r.sha256 = dev->sha256;
 	/* After a mismatch offset is back at 0, but the whole image did arrive. */
 	r.bytes_received = dev->status == MSG_STATUS_HASH_MISMATCH ? dev->size : dev->offset;
-	r.detail.s = NULL;
 	r.detail.len = 0;
 	otadev_send(dev, m, msg_encode_result(&r, m, sizeof(m)));
-	otadev_timer(dev, now, OTADEV_CFG(dev, ack_timeout_ms, OTADEV_ACK_TIMEOUT_MS));
+	otadev_ack_timer(dev, now);
 }
 
 static void
@@ -191,90 +188,94 @@ otadev_result(otadev_t *dev, uint8_t status, uint32_t now)
 	dev->state = OTADEV_RESULT;
 	dev->status = status;
 	dev->retries = 0;
-	otadev_notify(dev, OTADEV_EV_RESULT, status);
+	(void)otadev_emit(dev, OTADEV_EV_RESULT, status, NULL);
 	otadev_send_result(dev, now);
 }
 
+/* Grants the next window (or, with every byte stored, starts the verify pass). */
 static void
-otadev_verify_start(otadev_t *dev, uint32_t now)
+otadev_progress(otadev_t *dev, uint32_t now)
 {
-	dev->state = OTADEV_VERIFY;
-	dev->pos = 0;
-	otadev_sha256_init(&dev->hash);
-	otadev_ack(dev, dev->size); /* everything is in: the gateway stops sending */
-	otadev_timer(dev, now, OTADEV_CFG(dev, ack_timeout_ms, OTADEV_ACK_TIMEOUT_MS));
+	dev->ack_flags = 0;
+	dev->retries = 0;
+	if (dev->offset == dev->size) {
+		dev->state = OTADEV_VERIFY;
+		dev->pos = 0;
+		otadev_sha256_init(&dev->hash);
+	}
+	otadev_ack(dev, 0); /* at the end: limit == offset == size, the gateway stops */
+	otadev_ack_timer(dev, now);
 }
 
 static void
-otadev_offer(otadev_t *dev, const struct msg_offer *o, uint32_t now)
+otadev_offer(otadev_t *dev, const struct msg *m, uint32_t now)
 {
 	const otadev_config_t *cfg = dev->cfg;
-	int same = dev->size == o->size && memcmp(dev->sha256, o->sha256, PROTO_SHA256_LEN) == 0;
+	const struct msg_offer *o = &m->u.offer;
 	int status = 0;
 
-	if (same && (dev->state == OTADEV_RECV || dev->state == OTADEV_VERIFY)) {
-		/* The gateway repeated its OFFER: our request was lost. Repeat it. */
-		otadev_ack(dev, dev->state == OTADEV_RECV ? otadev_limit(dev) : dev->size);
-		return;
-	}
-	if (!same) {
+	if (dev->size != o->size || memcmp(dev->sha256, o->sha256, PROTO_SHA256_LEN) != 0) {
 		/* A different image: the partial one is obsolete. Flash and the stored state
-		 * are touched only once this one is accepted. */
+		 * change only once this one is accepted. */
 		memcpy(dev->sha256, o->sha256, PROTO_SHA256_LEN);
 		dev->size = o->size;
 		dev->offset = 0;
 		dev->erased = 0;
+	} else if (dev->state == OTADEV_RECV || dev->state == OTADEV_VERIFY) {
+		otadev_ack(dev, 0); /* the gateway repeated its OFFER: our request was lost */
+		return;
 	}
 	if (o->proto_version != PROTO_VERSION || o->max_payload > cfg->max_payload ||
-	    ((o->flags & MSG_OFFER_F_DELTA) && !(cfg->caps & MSG_CAP_DELTA))) {
+	    ((o->flags & MSG_OFFER_F_DELTA) && !(cfg->caps & MSG_CAP_DELTA)))
 		status = MSG_STATUS_UNSUPPORTED;
-	} else if (cfg->slot_size && o->size > cfg->slot_size) {
+	else if (cfg->slot_size && o->size > cfg->slot_size)
 		status = MSG_STATUS_NO_SPACE;
-	} else {
-		otadev_event_t ev;
-
-		memset(&ev, 0, sizeof(ev));
-		ev.type = OTADEV_EV_OFFER;
-		ev.size = o->size;
-		ev.offer = o;
-		status = otadev_emit(dev, &ev);
-		if (status < 0 || status > 255)
-			status = MSG_STATUS_DECLINED;
-	}
+	else
+		status = otadev_emit(dev, OTADEV_EV_OFFER, 0, m);
 	if (status) {
-		otadev_result(dev, (uint8_t)status, now);
+		otadev_result(
+		    dev, status < 0 || status > 255 ? MSG_STATUS_DECLINED : (uint8_t)status, now);
 		return;
 	}
 	dev->payload = o->max_payload;
 	dev->granted = dev->offset;
-	dev->ack_flags = 0;
-	dev->retries = 0;
-	otadev_save(dev); /* names the new image, or lowers a sector-rounded resume offset */
-	otadev_notify(dev, OTADEV_EV_PROGRESS, 0);
-	if (dev->offset == dev->size) {
-		otadev_verify_start(dev, now);
-		return;
-	}
 	dev->state = OTADEV_RECV;
-	otadev_ack(dev, otadev_limit(dev));
-	otadev_timer(dev, now, OTADEV_CFG(dev, ack_timeout_ms, OTADEV_ACK_TIMEOUT_MS));
+	otadev_save(dev); /* names the new image, or lowers a sector-rounded resume offset */
+	(void)otadev_emit(dev, OTADEV_EV_PROGRESS, 0, NULL);
+	otadev_progress(dev, now);
+}
+
+/* Erases what the write needs (pausing the gateway first) and writes; 0 or -1. */
+static int
+otadev_store(otadev_t *dev, const uint8_t *p, uint32_t n)
+{
+	const otadev_config_t *cfg = dev->cfg;
+	uint32_t end = dev->offset + n;
+
+	if (cfg->flash_erase && dev->erased < end) {
+		otadev_ack(dev, 1);
+		do {
+			if (cfg->flash_erase(cfg->user, dev->erased) != 0)
+				return -1;
+			dev->erased += cfg->sector_size;
+		} while (dev->erased < end);
+	}
+	return cfg->flash_write(cfg->user, dev->offset, p, n) != 0 ? -1 : 0;
 }
 
 static void
 otadev_data(otadev_t *dev, const struct msg_data *d, uint32_t now)
 {
-	const otadev_config_t *cfg = dev->cfg;
-	uint32_t end = d->offset + d->len, skip;
+	uint32_t end = d->offset + d->len;
 
-	if (dev->state == OTADEV_VERIFY) {
-		otadev_ack(dev, dev->size);
+	if (dev->state != OTADEV_RECV) {
+		if (dev->state == OTADEV_VERIFY)
+			otadev_ack(dev, 0);
 		return;
 	}
-	if (dev->state != OTADEV_RECV)
-		return;
-	otadev_timer(dev, now, OTADEV_CFG(dev, ack_timeout_ms, OTADEV_ACK_TIMEOUT_MS));
+	otadev_ack_timer(dev, now);
 	if (d->len > dev->payload || end > dev->granted) {
-		/* Outside what was granted: not written; restate the window. */
+		/* Outside what was granted: not written; the ACK below restates the window. */
 	} else if (d->offset > dev->offset) {
 		/* A gap: a frame was lost. Ask for a resend from offset in a new epoch; frames
 		 * still in flight from before repeat the same request, which the gateway acts on
@@ -286,37 +287,20 @@ otadev_data(otadev_t *dev, const struct msg_data *d, uint32_t now)
 		}
 		dev->seen = end;
 	} else if (end > dev->offset) {
-		skip = dev->offset - d->offset; /* a resend may overlap what is stored */
-		if (cfg->flash_erase && dev->erased < end) {
-			otadev_ack(dev, dev->offset); /* pause: limit == offset while erasing */
-			while (dev->erased < end) {
-				if (cfg->flash_erase(cfg->user, dev->erased) != 0) {
-					otadev_result(dev, MSG_STATUS_FLASH_ERROR, now);
-					return;
-				}
-				dev->erased += cfg->sector_size;
-			}
-		}
-		if (cfg->flash_write(cfg->user, dev->offset, d->payload + skip, d->len - skip) !=
-		    0) {
+		/* In order; a resend may overlap what is already stored. */
+		if (otadev_store(dev, d->payload + (dev->offset - d->offset), end - dev->offset)) {
 			otadev_result(dev, MSG_STATUS_FLASH_ERROR, now);
 			return;
 		}
 		dev->offset = end;
-		dev->ack_flags = 0;
-		dev->retries = 0;
-		if (end == dev->size || end - dev->persisted >= OTADEV_CFG(dev, persist_interval,
-								    OTADEV_PERSIST_INTERVAL)) {
+		if (end == dev->size || end - dev->persisted >= dev->persist_every) {
 			otadev_save(dev);
-			otadev_notify(dev, OTADEV_EV_PROGRESS, 0);
+			(void)otadev_emit(dev, OTADEV_EV_PROGRESS, 0, NULL);
 		}
-		if (end == dev->size) {
-			otadev_verify_start(dev, now);
-			return;
-		}
+		otadev_progress(dev, now);
+		return;
 	}
-	/* In order, a duplicate (end <= offset), a gap or out of window: say where we are. */
-	otadev_ack(dev, otadev_limit(dev));
+	otadev_ack(dev, 0); /* a duplicate, a gap or out of window: say where we are */
 }
 
 static void
@@ -332,34 +316,20 @@ otadev_handle(otadev_t *dev, const uint8_t *buf, size_t n, uint32_t now)
 		break;
 	case MSG_OFFER:
 		if (dev->state != OTADEV_IDLE)
-			otadev_offer(dev, &m.u.offer, now);
+			otadev_offer(dev, &m, now);
 		break;
 	case MSG_NO_UPDATE:
 		if (dev->state == OTADEV_HELLO || dev->state == OTADEV_RECV) {
-			otadev_event_t ev;
-
-			memset(&ev, 0, sizeof(ev));
-			ev.type = OTADEV_EV_NO_UPDATE;
-			ev.no_update = &m.u.no_update;
-			(void)otadev_emit(dev, &ev);
-			otadev_schedule(dev, now,
+			(void)otadev_emit(dev, OTADEV_EV_NO_UPDATE, 0, &m);
+			otadev_idle(dev, now,
 			    m.u.no_update.recheck_s ? m.u.no_update.recheck_s : dev->cfg->check_s);
 		}
 		break;
 	case MSG_ERROR:
 		if (dev->state != OTADEV_IDLE) {
-			otadev_event_t ev;
-			uint32_t wait = otadev_secs(m.u.error.retry_after_s);
-
-			memset(&ev, 0, sizeof(ev));
-			ev.type = OTADEV_EV_ERROR;
-			ev.error = &m.u.error;
-			(void)otadev_emit(dev, &ev);
-			/* Retry HELLO no sooner than asked, and back off meanwhile. */
-			dev->state = OTADEV_HELLO;
-			otadev_timer(dev, now, wait > dev->backoff ? wait : dev->backoff);
-			if (dev->backoff < OTADEV_HELLO_RETRY_MAX_MS / 2)
-				dev->backoff *= 2;
+			/* Say HELLO again no sooner than asked, backing off meanwhile. */
+			(void)otadev_emit(dev, OTADEV_EV_ERROR, 0, &m);
+			otadev_retry(dev, now, otadev_secs(m.u.error.retry_after_s));
 		}
 		break;
 	case MSG_DATA:
@@ -368,8 +338,8 @@ otadev_handle(otadev_t *dev, const uint8_t *buf, size_t n, uint32_t now)
 	case MSG_DONE:
 		if (dev->state == OTADEV_RESULT &&
 		    memcmp(m.u.done.sha256, dev->sha256, PROTO_SHA256_LEN) == 0) {
-			otadev_notify(dev, OTADEV_EV_DONE, dev->status);
-			otadev_schedule(dev, now, dev->cfg->check_s);
+			(void)otadev_emit(dev, OTADEV_EV_DONE, dev->status, NULL);
+			otadev_idle(dev, now, dev->cfg->check_s);
 		}
 		break;
 	default:
@@ -382,33 +352,34 @@ otadev_init(otadev_t *dev, const otadev_config_t *cfg, uint32_t now_ms)
 {
 	uint8_t m[MSG_HELLO_MAX];
 	otadev_resume_t st;
+	uint32_t sector = cfg->flash_erase ? cfg->sector_size : 1;
 
 	(void)now_ms;
 	memset(dev, 0, sizeof(*dev));
 	dev->cfg = cfg;
 	if (!cfg->tx == !cfg->tx_packet || !cfg->flash_write || !cfg->flash_read ||
 	    cfg->max_payload < PROTO_PAYLOAD_MIN || cfg->max_payload > PROTO_PAYLOAD_MAX ||
-	    cfg->window == 0 || (cfg->flash_erase && cfg->sector_size == 0) ||
-	    !cfg->persist_save != !cfg->persist_load)
-		return OTADEV_ERR_CONFIG;
-	if (cfg->tx && (!cfg->rx_buf || cfg->rx_cap < (size_t)OTADEV_RX_CAP(cfg->max_payload) ||
-			   !cfg->tx_buf || cfg->tx_cap < OTADEV_TX_CAP))
+	    cfg->window == 0 || sector == 0 || (sector & (sector - 1)) ||
+	    !cfg->persist_save != !cfg->persist_load ||
+	    (cfg->tx && (cfg->rx_cap < (size_t)OTADEV_RX_CAP(cfg->max_payload) ||
+			    cfg->tx_cap < OTADEV_TX_CAP)))
 		return OTADEV_ERR_CONFIG;
 	if (otadev_encode_hello(dev, m) == 0)
 		return OTADEV_ERR_IDENTITY;
 	frame_decoder_init(&dev->dec, cfg->rx_buf, cfg->rx_cap);
 	dev->backoff = OTADEV_HELLO_RETRY_MS;
-	if (cfg->persist_load && cfg->persist_load(cfg->user, &st) == 0 && st.size > 0 &&
-	    st.offset <= st.size) {
+	dev->ack_ms = cfg->ack_timeout_ms ? cfg->ack_timeout_ms : OTADEV_ACK_TIMEOUT_MS;
+	dev->retry_max = cfg->retries ? cfg->retries : OTADEV_RETRIES;
+	dev->verify_step = cfg->verify_step ? cfg->verify_step : OTADEV_VERIFY_STEP;
+	dev->persist_every =
+	    cfg->persist_interval ? cfg->persist_interval : OTADEV_PERSIST_INTERVAL;
+	if (cfg->persist_load && cfg->persist_load(cfg->user, &st) == 0 && st.offset <= st.size) {
 		memcpy(dev->sha256, st.sha256, PROTO_SHA256_LEN);
 		dev->size = st.size;
 		dev->persisted = st.offset;
 		/* The sector holding the resume offset may be partly written: it is erased and
 		 * fetched again rather than programmed twice. */
-		dev->offset = st.offset;
-		if (cfg->flash_erase)
-			dev->offset -= st.offset % cfg->sector_size;
-		dev->erased = dev->offset;
+		dev->offset = dev->erased = st.offset & ~(sector - 1);
 	}
 	return 0;
 }
@@ -442,18 +413,17 @@ otadev_packet(otadev_t *dev, const uint8_t *msg, size_t n, uint32_t now_ms)
 
 /* Hashes up to verify_step bytes of the image read back from flash; sends RESULT at the end. */
 static void
-otadev_verify_step(otadev_t *dev, uint32_t now)
+otadev_verify(otadev_t *dev, uint32_t now)
 {
-	const otadev_config_t *cfg = dev->cfg;
-	uint32_t budget = OTADEV_CFG(dev, verify_step, OTADEV_VERIFY_STEP);
-	uint8_t buf[64], digest[PROTO_SHA256_LEN];
+	uint32_t budget = dev->verify_step;
+	uint8_t buf[64];
 
 	while (budget > 0 && dev->pos < dev->size) {
 		uint32_t n = dev->size - dev->pos;
 
 		if (n > sizeof(buf))
 			n = sizeof(buf);
-		if (cfg->flash_read(cfg->user, dev->pos, buf, n) != 0) {
+		if (dev->cfg->flash_read(dev->cfg->user, dev->pos, buf, n) != 0) {
 			otadev_result(dev, MSG_STATUS_FLASH_ERROR, now);
 			return;
 		}
@@ -463,40 +433,26 @@ otadev_verify_step(otadev_t *dev, uint32_t now)
 	}
 	if (dev->pos < dev->size)
 		return;
-	otadev_sha256_final(&dev->hash, digest);
-	if (memcmp(digest, dev->sha256, PROTO_SHA256_LEN) != 0) {
-		/* Start over next time: nothing stored can be trusted. bytes_received in the
-		 * RESULT still says how much arrived. */
-		otadev_result(dev, MSG_STATUS_HASH_MISMATCH, now);
-		dev->offset = 0;
-		dev->erased = 0;
-		otadev_save(dev);
+	otadev_sha256_final(&dev->hash, buf);
+	if (memcmp(buf, dev->sha256, PROTO_SHA256_LEN) == 0) {
+		otadev_result(dev, MSG_STATUS_OK, now);
 		return;
 	}
-	otadev_result(dev, MSG_STATUS_OK, now);
+	/* Nothing stored can be trusted: the next attempt starts from 0. */
+	otadev_result(dev, MSG_STATUS_HASH_MISMATCH, now);
+	dev->offset = dev->erased = 0;
+	otadev_save(dev);
 }
 
 uint32_t
 otadev_poll(otadev_t *dev, uint32_t now_ms)
 {
-	uint8_t retries = (uint8_t)OTADEV_CFG(dev, retries, OTADEV_RETRIES);
-
-	if (dev->state == OTADEV_VERIFY) {
-		otadev_verify_step(dev, now_ms);
-		if (dev->state == OTADEV_VERIFY) {
-			if (otadev_due(now_ms, dev->deadline)) {
-				/* Keepalive: the gateway knows the device is still verifying. */
-				otadev_ack(dev, dev->size);
-				otadev_timer(dev, now_ms,
-				    OTADEV_CFG(dev, ack_timeout_ms, OTADEV_ACK_TIMEOUT_MS));
-			}
-			return 0;
-		}
-	}
+	if (dev->state == OTADEV_VERIFY)
+		otadev_verify(dev, now_ms);
 	if (!dev->has_deadline)
 		return UINT32_MAX;
-	if (!otadev_due(now_ms, dev->deadline))
-		return dev->deadline - now_ms;
+	if ((int32_t)(now_ms - dev->deadline) < 0)
+		return dev->state == OTADEV_VERIFY ? 0 : dev->deadline - now_ms;
 	dev->has_deadline = 0;
 	switch (dev->state) {
 	case OTADEV_IDLE:
@@ -506,50 +462,49 @@ otadev_poll(otadev_t *dev, uint32_t now_ms)
 		otadev_hello(dev, now_ms);
 		break;
 	case OTADEV_RECV:
-		if (++dev->retries > retries) {
-			/* The gateway went silent: start again from HELLO, keeping what is stored.
-			 */
-			otadev_notify(dev, OTADEV_EV_ABORTED, MSG_STATUS_ABORTED);
-			otadev_check(dev, now_ms);
-		} else {
-			otadev_ack(dev, otadev_limit(dev)); /* the same ACK again */
-			otadev_timer(
-			    dev, now_ms, OTADEV_CFG(dev, ack_timeout_ms, OTADEV_ACK_TIMEOUT_MS));
-		}
-		break;
 	case OTADEV_RESULT:
-		if (++dev->retries > retries) {
-			otadev_notify(dev, OTADEV_EV_ABORTED, dev->status);
-			otadev_schedule(dev, now_ms, dev->cfg->check_s);
-		} else {
-			otadev_send_result(dev, now_ms);
+		if (++dev->retries > dev->retry_max) {
+			/* The gateway went silent. Receiving: start again from HELLO, keeping
+			 * what is stored. Reporting: give up until the next check. */
+			(void)otadev_emit(dev, OTADEV_EV_ABORTED,
+			    dev->state == OTADEV_RECV ? MSG_STATUS_ABORTED : dev->status, NULL);
+			if (dev->state == OTADEV_RECV)
+				otadev_check(dev, now_ms);
+			else
+				otadev_idle(dev, now_ms, dev->cfg->check_s);
+			break;
 		}
+		/* fall through - the same ACK or RESULT again */
+	case OTADEV_VERIFY:
+		if (dev->state == OTADEV_RESULT)
+			otadev_send_result(dev, now_ms);
+		else
+			otadev_ack(dev, 0); /* VERIFY: a keepalive */
+		otadev_ack_timer(dev, now_ms);
 		break;
 	default:
 		break;
 	}
-	return dev->has_deadline ? dev->deadline - now_ms : UINT32_MAX;
+	return dev->state == OTADEV_VERIFY ? 0
+	       : dev->has_deadline         ? dev->deadline - now_ms
+					   : UINT32_MAX;
 }
 
 int
 otadev_rewind(otadev_t *dev, uint32_t offset, uint32_t now_ms)
 {
-	const otadev_config_t *cfg = dev->cfg;
-
 	if ((dev->state != OTADEV_RECV && dev->state != OTADEV_VERIFY) || offset > dev->offset)
 		return OTADEV_ERR_STATE;
-	if (cfg->flash_erase) {
-		offset -= offset % cfg->sector_size;
-		dev->erased = offset;
-	}
+	if (dev->cfg->flash_erase)
+		dev->erased = offset &= ~(dev->cfg->sector_size - 1);
 	dev->offset = offset;
+	dev->state = OTADEV_RECV;
+	dev->retries = 0;
 	dev->epoch++;
 	dev->ack_flags = MSG_ACK_F_REWIND;
-	dev->retries = 0;
-	dev->state = OTADEV_RECV;
-	otadev_save(dev);
-	otadev_ack(dev, otadev_limit(dev));
-	otadev_timer(dev, now_ms, OTADEV_CFG(dev, ack_timeout_ms, OTADEV_ACK_TIMEOUT_MS));
+	otadev_save(dev); /* the stored state must not claim the bytes about to be rewritten */
+	otadev_ack(dev, 0);
+	otadev_ack_timer(dev, now_ms);
 	return 0;
 }
 

@@ -133,8 +133,9 @@ typedef struct otadev_config {
 typedef struct otadev {
 	const otadev_config_t *cfg;
 	struct frame_decoder dec;
-	uint8_t state, epoch, ack_flags, retries, ack_pending;
+	uint8_t state, epoch, ack_flags, retries, retry_max, has_deadline, status;
 	uint16_t payload; /* negotiated max_payload */
+	uint16_t ack_ms, verify_step;
 	uint8_t sha256[PROTO_SHA256_LEN];
 	uint32_t size;      /* 0: no partial image */
 	uint32_t offset;    /* bytes stored */
@@ -142,11 +143,11 @@ typedef struct otadev {
 	uint32_t seen;      /* end of the latest out-of-order DATA since the last REWIND */
 	uint32_t erased;    /* flash is erased from here to the end of its sector */
 	uint32_t persisted; /* the offset last saved */
-	uint32_t deadline;  /* when poll has work (timers) */
-	uint32_t backoff;   /* current HELLO retry interval */
-	uint32_t pos;       /* verify pass: bytes hashed */
-	uint8_t has_deadline, status;
-	otadev_sha256_t hash; /* the verify pass */
+	uint32_t persist_every;
+	uint32_t deadline; /* when poll has work (timers) */
+	uint32_t backoff;  /* current HELLO retry interval */
+	uint32_t pos;      /* verify pass: bytes hashed */
+	otadev_sha256_t hash;
 } otadev_t;
 
 /* Checks cfg and prepares dev (cfg must outlive dev). Loads the resume state, if any. Returns 0,
