@@ -244,7 +244,7 @@ msg_strerror(enum msg_err e)
 	case MSG_ERR_WINDOW:
 		return "window is 0";
 	case MSG_ERR_OFFSET:
-		return "offset out of range (ACK limit below offset, or DATA past 4 GiB)";
+		return "offset out of range (ACK limit below offset, or DATA ending past 2^32 - 1)";
 	case MSG_ERR_SIZE:
 		return "image size is 0";
 	case MSG_ERR_SERIAL:

@@ -192,7 +192,7 @@ enum msg_err {
 	MSG_ERR_VERSION,       /* proto_version 0 */
 	MSG_ERR_PAYLOAD,       /* max_payload or DATA length out of bounds */
 	MSG_ERR_WINDOW,        /* HELLO window 0 */
-	MSG_ERR_OFFSET,        /* ACK limit below offset, or DATA reaching past 2^32 - 1 */
+	MSG_ERR_OFFSET,        /* ACK limit below offset, or a DATA end (offset + len) past u32 */
 	MSG_ERR_SIZE,          /* OFFER size 0 */
 	MSG_ERR_SERIAL,        /* device_serial empty, too long or not [-a-zA-Z0-9_] */
 	MSG_ERR_HARDWARE,      /* hardware_version empty, too long or not printable ASCII */

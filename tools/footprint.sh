@@ -49,7 +49,7 @@ main(void)
 {
 	uint32_t now = 0;
 
-	if (otadev_init(&footprint_ctx, &cfg, now) != 0)
+	if (otadev_init(&footprint_ctx, &cfg) != 0)
 		return 1;
 	otadev_check(&footprint_ctx, now);
 	otadev_feed(&footprint_ctx, rx, sink, now);

@@ -348,20 +348,20 @@ otadev_handle(otadev_t *dev, const uint8_t *buf, size_t n, uint32_t now)
 }
 
 int
-otadev_init(otadev_t *dev, const otadev_config_t *cfg, uint32_t now_ms)
+otadev_init(otadev_t *dev, const otadev_config_t *cfg)
 {
 	uint8_t m[MSG_HELLO_MAX];
 	otadev_resume_t st;
 	uint32_t sector = cfg->flash_erase ? cfg->sector_size : 1;
 
-	(void)now_ms;
 	memset(dev, 0, sizeof(*dev));
 	dev->cfg = cfg;
 	if (!cfg->tx == !cfg->tx_packet || !cfg->flash_write || !cfg->flash_read ||
 	    cfg->max_payload < PROTO_PAYLOAD_MIN || cfg->max_payload > PROTO_PAYLOAD_MAX ||
 	    cfg->window == 0 || sector == 0 || (sector & (sector - 1)) ||
 	    !cfg->persist_save != !cfg->persist_load ||
-	    (cfg->tx && (cfg->rx_cap < (size_t)OTADEV_RX_CAP(cfg->max_payload) ||
+	    (cfg->tx && (!cfg->rx_buf || !cfg->tx_buf ||
+			    cfg->rx_cap < (size_t)OTADEV_RX_CAP(cfg->max_payload) ||
 			    cfg->tx_cap < OTADEV_TX_CAP)))
 		return OTADEV_ERR_CONFIG;
 	if (otadev_encode_hello(dev, m) == 0)

@@ -152,7 +152,7 @@ typedef struct otadev {
 
 /* Checks cfg and prepares dev (cfg must outlive dev). Loads the resume state, if any. Returns 0,
  * OTADEV_ERR_CONFIG or OTADEV_ERR_IDENTITY. Sends nothing. */
-int otadev_init(otadev_t *dev, const otadev_config_t *cfg, uint32_t now_ms);
+int otadev_init(otadev_t *dev, const otadev_config_t *cfg);
 
 /* Starts a check now: sends HELLO (with the resume state) and retries with backoff until the
  * gateway answers. Abandons an exchange in progress (the stored bytes are kept). */

@@ -673,7 +673,7 @@ sim_init(struct sim *s, const struct sim_opts *o)
 	s->cfg.user = s;
 	s->cfg.persist_interval = o->persist_interval;
 	frame_decoder_init(&s->gw_dec, s->gw_rx, sizeof(s->gw_rx));
-	ck_assert_int_eq(otadev_init(&s->dev, &s->cfg, 0), 0);
+	ck_assert_int_eq(otadev_init(&s->dev, &s->cfg), 0);
 	otadev_check(&s->dev, 0);
 }
 
@@ -716,7 +716,7 @@ sim_reboot(struct sim *s)
 {
 	sim_q_clear(&s->to_dev);
 	s->dev_busy_until = s->t;
-	ck_assert_int_eq(otadev_init(&s->dev, &s->cfg, sim_now_ms(s)), 0);
+	ck_assert_int_eq(otadev_init(&s->dev, &s->cfg), 0);
 	otadev_check(&s->dev, sim_now_ms(s));
 }
 
