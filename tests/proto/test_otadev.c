@@ -129,7 +129,7 @@ cb_event(void *u, const otadev_event_t *ev)
 
 	if (q->nev < 64) {
 		q->ev_status[q->nev] = ev->status;
-		q->events[q->nev++] = ev->type;
+		q->events[q->nev++] = (int)ev->type;
 	}
 	if (ev->type == OTADEV_EV_OFFER) {
 		ck_assert_ptr_nonnull(ev->offer);
