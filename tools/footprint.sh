@@ -61,6 +61,15 @@ main(void)
 }
 STUB
 
+# The UART example in docs/porting.md must keep compiling against the real headers.
+awk '/<!-- example:uart -->/ { on = 1; next } on && /^```c/ { code = 1; next }
+	code && /^```/ { exit } code { print }' "$top/docs/porting.md" >"$work/example.c"
+arm-none-eabi-gcc -mcpu=cortex-m4 -mthumb -Os -std=c99 -Wall -Wextra -Werror \
+	-I"$top/proto" -I"$top/proto/device" -c "$work/example.c" -o "$work/example.o" || {
+	echo "footprint: the example in docs/porting.md does not compile" >&2
+	exit 1
+}
+
 srcs=(proto/device/otadev.c proto/device/otadev_sha256.c proto/frame.c proto/crc32c.c proto/msg.c
 	proto/ident.c)
 status=0
