@@ -300,8 +300,8 @@ sender_rto(const struct sender *s)
 enum sender_action
 sender_poll(struct sender *s, uint32_t now_ms, struct sender_next *next)
 {
-	uint32_t want, room, inflight;
-	int timer_armed;
+	uint32_t want, room, len, inflight;
+	int timer_armed, cut;
 
 	next->has_wake = 0;
 	s->prop_valid = 0;
@@ -330,25 +330,25 @@ sender_poll(struct sender *s, uint32_t now_ms, struct sender_next *next)
 			sender_count_error(s);
 			inflight = 0;
 		} else {
-			s->timer_ms =
-			    now_ms; /* paused: the device re-sends its ACK; keep waiting */
+			/* Paused: the device re-sends its ACK when it is done; keep waiting. */
+			s->timer_ms = now_ms;
 		}
 	}
 
+	/* The next frame: a full payload (or the image's tail) within the device's limit, the
+	 * window and cwnd; one cut short by the limit only when nothing else is in flight. */
 	want = s->size - s->next < s->payload ? s->size - s->next : s->payload;
 	room = s->limit > s->next ? s->limit - s->next : 0;
-	if (want > 0 && room > 0 && s->fl_count < s->window) {
-		uint32_t len = want < room ? want : room;
-
-		/* Prefer full frames: a short one only when nothing else is in flight. */
-		if (inflight == 0 || (len == want && inflight + len <= s->cwnd)) {
-			next->offset = s->next;
-			next->len = (uint16_t)len;
-			s->prop_offset = s->next;
-			s->prop_len = (uint16_t)len;
-			s->prop_valid = 1;
-			return SENDER_SEND;
-		}
+	cut = room < want;
+	len = cut ? room : want;
+	if (len > 0 && s->fl_count < s->window &&
+	    (inflight == 0 || (!cut && inflight + len <= s->cwnd))) {
+		next->offset = s->next;
+		next->len = (uint16_t)len;
+		s->prop_offset = s->next;
+		s->prop_len = (uint16_t)len;
+		s->prop_valid = 1;
+		return SENDER_SEND;
 	}
 	if (inflight > 0 || s->limit <= s->acked) {
 		next->has_wake = 1;

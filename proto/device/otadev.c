@@ -496,7 +496,11 @@ otadev_rewind(otadev_t *dev, uint32_t offset, uint32_t now_ms)
 	if ((dev->state != OTADEV_RECV && dev->state != OTADEV_VERIFY) || offset > dev->offset)
 		return OTADEV_ERR_STATE;
 	if (dev->cfg->flash_erase)
-		dev->erased = offset &= ~(dev->cfg->sector_size - 1);
+		offset &= ~(dev->cfg->sector_size - 1);
+	if (offset == dev->offset)
+		return OTADEV_ERR_STATE; /* nothing to fetch again */
+	if (dev->cfg->flash_erase)
+		dev->erased = offset;
 	dev->offset = offset;
 	dev->state = OTADEV_RECV;
 	dev->retries = 0;

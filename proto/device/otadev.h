@@ -11,9 +11,9 @@
  *  3. Feed received bytes with otadev_feed() (stream links: UART, TCP) or each received packet
  *     with otadev_packet() (BLE), and call otadev_poll() at least every otadev_poll()'s return
  *     value in ms. All calls for one context come from one thread (or one super-loop).
- *  4. Act on events: accept or refuse an OFFER, mark the image for installation on RESULT OK and
- *     reboot after DONE. After the reboot the next HELLO reports the new version; that is how
- *     the gateway learns the install succeeded.
+ *  4. Act on events: accept or refuse an OFFER; on DONE with status OK, mark the image for
+ *     installation and reboot. After the reboot the next HELLO reports the new version; that is
+ *     how the gateway learns the install succeeded.
  * Callbacks run inside otadev_feed()/otadev_packet()/otadev_poll()/otadev_check(); they must not
  * call back into the same context. flash_erase and flash_write may block (that is what
  * max_stall_ms announces); tx should queue and return quickly. */
@@ -35,8 +35,9 @@
 #define OTADEV_VERIFY_STEP        4096u  /* bytes hashed per otadev_poll() */
 #define OTADEV_PERSIST_INTERVAL   16384u /* bytes between resume-state saves */
 
-/* Buffer sizes: rx_cap for stream links (one decoded frame: the largest DATA plus the CRC),
- * tx_cap for either link (a leading delimiter and the largest frame the device sends). */
+/* Buffer sizes for stream links (packet links need neither): rx_cap holds one decoded frame (the
+ * largest DATA or OFFER plus the CRC), tx_cap a leading delimiter and the largest frame the
+ * device sends. */
 #define OTADEV_RX_CAP(max_payload)                                                          \
 	((MSG_DATA_HEADER + (max_payload) > MSG_OFFER_MAX ? MSG_DATA_HEADER + (max_payload) \
 							  : MSG_OFFER_MAX) +                \
@@ -64,13 +65,16 @@ typedef enum otadev_event_type {
 	OTADEV_EV_PROGRESS,  /* offset/size: bytes stored so far (at start and every persist) */
 	OTADEV_EV_RESULT,    /* the image was verified (status OK) or failed: status set */
 	OTADEV_EV_DONE,      /* the gateway recorded the RESULT: on OK, install and reboot now */
-	OTADEV_EV_ABORTED,   /* the exchange was abandoned (link silent): status says why */
+	OTADEV_EV_ABORTED,   /* the gateway went silent: ABORTED while receiving (HELLO follows),
+			      * else the status of the RESULT that never got its DONE */
 } otadev_event_type_t;
 
+/* An event for the application. The message pointers point into the receive buffer and are
+ * valid only during the callback. */
 typedef struct otadev_event {
 	otadev_event_type_t type;
-	uint8_t status;                        /* RESULT, ABORTED: enum msg_status */
-	uint32_t offset, size;                 /* PROGRESS, RESULT, DONE; OFFER: size */
+	uint8_t status;                        /* RESULT, DONE, ABORTED: enum msg_status */
+	uint32_t offset, size;                 /* bytes stored, image size */
 	const struct msg_offer *offer;         /* OFFER */
 	const struct msg_no_update *no_update; /* NO_UPDATE */
 	const struct msg_error *error;         /* ERROR */
@@ -141,7 +145,7 @@ typedef struct otadev {
 	uint32_t offset;    /* bytes stored */
 	uint32_t granted;   /* the highest limit advertised in this transfer */
 	uint32_t seen;      /* end of the latest out-of-order DATA since the last REWIND */
-	uint32_t erased;    /* flash is erased from here to the end of its sector */
+	uint32_t erased;    /* a sector boundary: writing at or past it needs an erase first */
 	uint32_t persisted; /* the offset last saved */
 	uint32_t persist_every;
 	uint32_t deadline; /* when poll has work (timers) */
@@ -152,7 +156,7 @@ typedef struct otadev {
 
 /* Checks cfg and prepares dev (cfg must outlive dev). Loads the resume state, if any. Returns 0,
  * OTADEV_ERR_CONFIG or OTADEV_ERR_IDENTITY. Sends nothing. */
-int otadev_init(otadev_t *dev, const otadev_config_t *cfg);
+PROTO_MUST_CHECK int otadev_init(otadev_t *dev, const otadev_config_t *cfg);
 
 /* Starts a check now: sends HELLO (with the resume state) and retries with backoff until the
  * gateway answers. Abandons an exchange in progress (the stored bytes are kept). */
@@ -168,10 +172,10 @@ void otadev_packet(otadev_t *dev, const uint8_t *msg, size_t n, uint32_t now_ms)
  * (0: call again soon, it is verifying; UINT32_MAX: nothing pending). */
 uint32_t otadev_poll(otadev_t *dev, uint32_t now_ms);
 
-/* Asks the gateway to resend from offset (rounded down to a flash sector), e.g. after the port
- * found bad flash. Returns 0 or OTADEV_ERR_STATE when no transfer is in progress or offset is
- * beyond the bytes stored. */
-int otadev_rewind(otadev_t *dev, uint32_t offset, uint32_t now_ms);
+/* Asks the gateway to resend from offset (rounded down to a flash sector, which is erased again),
+ * e.g. after the port found bad flash. Returns 0, or OTADEV_ERR_STATE when no transfer is in
+ * progress, offset is beyond the bytes stored, or (rounded) it equals them. */
+PROTO_MUST_CHECK int otadev_rewind(otadev_t *dev, uint32_t offset, uint32_t now_ms);
 
 /* Stops everything (no more messages) until the next otadev_check(); the stored bytes and the
  * resume state stay. */
