@@ -103,6 +103,15 @@ sender_model(const struct sender *s, uint32_t len, double k, double ber)
 	return (double)len / wire * (1.0 - p) / (1.0 + (k - 1.0) * p);
 }
 
+/* Predicted goodput of payload len when the bytes in flight beyond one frame stay at extra. */
+static double
+sender_predict(const struct sender *s, uint32_t len, double extra, double ber)
+{
+	double k = 1.0 + extra / len;
+
+	return sender_model(s, len, k < s->window ? k : s->window, ber);
+}
+
 /* Picks the payload size with the best predicted goodput, keeping the bytes in flight beyond
  * one frame (the bandwidth x delay part of the window) fixed across sizes. */
 static void
@@ -110,31 +119,25 @@ sender_tune(struct sender *s)
 {
 	double ber = s->errors / (s->bits + SENDER_BER_PRIOR_BITS);
 	double extra = s->cwnd > s->payload ? (double)(s->cwnd - s->payload) : 0.0;
-	double best_eff, cur_eff;
-	uint32_t best = s->payload;
+	double cur = sender_predict(s, s->payload, extra, ber);
+	double best_eff = sender_predict(s, s->max_payload, extra, ber);
+	uint32_t best = s->max_payload;
 	size_t i;
 
 	s->frames_since_tune = 0;
-	cur_eff = sender_model(s, s->payload, 1.0 + extra / s->payload, ber);
-	best_eff = cur_eff;
-	for (i = 0; i <= sizeof(sender_payloads) / sizeof(sender_payloads[0]); i++) {
-		uint32_t len = i < sizeof(sender_payloads) / sizeof(sender_payloads[0])
-				   ? sender_payloads[i]
-				   : s->max_payload;
-		double k, eff;
+	for (i = 0; i < sizeof(sender_payloads) / sizeof(sender_payloads[0]); i++) {
+		uint32_t len = sender_payloads[i];
+		double eff;
 
-		if (len < s->min_payload || len > s->max_payload)
+		if (len < s->min_payload || len >= s->max_payload)
 			continue;
-		k = 1.0 + extra / len;
-		if (k > s->window)
-			k = s->window;
-		eff = sender_model(s, len, k, ber);
+		eff = sender_predict(s, len, extra, ber);
 		if (eff > best_eff) {
 			best_eff = eff;
 			best = len;
 		}
 	}
-	if (best != s->payload && best_eff > cur_eff * SENDER_TUNE_GAIN) {
+	if (best != s->payload && best_eff > cur * SENDER_TUNE_GAIN) {
 		s->payload = (uint16_t)best;
 		s->cwnd = (uint32_t)extra + best;
 		/* The base RTT includes one frame's serialisation: measure it afresh. */

@@ -2,7 +2,8 @@
 # Prints the MCU footprint of proto/device (otadev with the proto/ files it uses) for Cortex-M0+
 # and Cortex-M4: arm-none-eabi-gcc -Os -mthumb, -ffunction-sections, linked with --gc-sections
 # against a stub main that calls the whole public API, so only what a real port links is counted.
-# Flash = .text + .rodata + .data, RAM = .data + .bss, summed per object from the linker map:
+# text (.text + .rodata), data and bss are summed per object from the linker map; flash is text +
+# data, RAM is data + bss:
 # "core" is otadev with framing, CRC and messages; "sha256" is the portable SHA-256 a port may
 # replace with hardware; "libc" is what the compiler pulls in (memcpy, memset, strlen, helpers).
 # The context (otadev_t) is the RAM a port allocates beyond its rx/tx buffers.
@@ -73,7 +74,7 @@ arm-none-eabi-gcc -mcpu=cortex-m4 -mthumb -Os -std=c99 -Wall -Wextra -Werror \
 srcs=(proto/device/otadev.c proto/device/otadev_sha256.c proto/frame.c proto/crc32c.c proto/msg.c
 	proto/ident.c)
 status=0
-printf '%-14s %-8s %7s %7s\n' target part "flash B" "RAM B"
+printf '%-14s %-8s %6s %6s %6s %8s %7s\n' target part text data bss "flash B" "RAM B"
 for cpu in cortex-m0plus cortex-m4; do
 	flags=(-mcpu=$cpu -mthumb -Os -std=c99 -ffunction-sections -fdata-sections -Wall -Wextra
 		-I"$top/proto" -I"$top/proto/device")
@@ -105,20 +106,21 @@ for cpu in cortex-m0plus cortex-m4; do
 	sec != "" && size ~ /^0x/ {
 		n = hex(size); kind = sec ~ /bss|COMMON/ ? "bss" : sec ~ /^\.data/ ? "data" : "text"
 		part = obj ~ /otadev_sha256\.o/ ? "sha256" : obj ~ /(otadev|frame|crc32c|msg|ident)\.o/ ? "core" : obj ~ /stub\.o/ ? (sec ~ /footprint_ctx/ ? "context" : "") : "libc"
-		if (part != "") {
-			if (kind != "bss") flash[part] += n
-			if (kind != "text") ram[part] += n
-		}
+		if (part != "")
+			sz[part, kind] += n
 		sec = ""
 	}
 	END {
 		split("core sha256 libc context", parts, " ")
 		for (i = 1; i <= 4; i++) {
 			p = parts[i]
-			printf "%-14s %-8s %7d %7d\n", cpu, p, p == "context" ? 0 : flash[p], ram[p]
+			t = sz[p, "text"]; d = sz[p, "data"]; b = sz[p, "bss"]
+			printf "%-14s %-8s %6d %6d %6d %8d %7d\n", cpu, p, t, d, b, t + d, d + b
 		}
-		if (check && (flash["core"] > 3072 || ram["context"] > 256)) {
-			printf "footprint: %s core %d B flash (limit 3072), context %d B RAM (limit 256)\n", cpu, flash["core"], ram["context"] > "/dev/stderr"
+		core = sz["core", "text"] + sz["core", "data"]
+		ctx = sz["context", "data"] + sz["context", "bss"]
+		if (check && (core > 3072 || ctx > 256)) {
+			printf "footprint: %s core %d B flash (target 3072), context %d B RAM (target 256)\n", cpu, core, ctx > "/dev/stderr"
 			exit 1
 		}
 	}' "$work/$cpu.map" || status=1
