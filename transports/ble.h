@@ -4,7 +4,7 @@
  * listener). Both talk to bluetoothd over D-Bus with sd-bus on the caller's busev; data never goes
  * through D-Bus: GATT data flows through AcquireWrite/AcquireNotify file descriptors, L2CAP data
  * through LE credit-based (CoC) sockets. One protocol message per packet. The GATT service is
- * defined in docs/protocol-ble.md. */
+ * defined in docs/PROTOCOL.md, section 12. */
 #ifndef OTAGW_BLE_H
 #define OTAGW_BLE_H
 

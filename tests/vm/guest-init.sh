@@ -99,7 +99,7 @@ dbus-uuidgen --ensure
 dbus-daemon --system --fork || { msg "cannot start the system dbus-daemon"; finish 125; }
 # One ATT bearer: with EATT (bluetoothd's default of 3 channels) BlueZ 5.66 spreads
 # write-without-response and notifications over every bearer and the peer sees them reordered;
-# otagw needs in-order GATT packets (docs/protocol-ble.md), so gateways run with Channels = 1.
+# otagw needs in-order GATT packets (docs/PROTOCOL.md, section 12), so gateways run with Channels = 1.
 printf '[GATT]\nChannels = 1\n' >/run/bluetooth-main.conf
 /usr/libexec/bluetooth/bluetoothd -n -d -f /run/bluetooth-main.conf >"$logs/bluetoothd.log" 2>&1 &
 bluetoothd_pid=$!
