@@ -24,6 +24,7 @@
 #include "devices.h"
 #include "download.h"
 #include "fleet.h"
+#include "frame.h"
 #include "hex.h"
 #include "history.h"
 #include "ident.h"
@@ -1634,9 +1635,18 @@ session_on_disconnected(struct session *s, int err)
 static void
 session_on_bad_frame(struct session *s, size_t len)
 {
+	size_t mtu = transport_mtu(s->t);
+
 	s->bad_frames++;
-	/* Line noise damages frames on a healthy link; the protocol recovers by itself. */
-	session_log(s, LOG_LEVEL_DEBUG, "dropped a damaged or oversized frame (%zu bytes)", len);
+	/* Line noise damages frames on a healthy link and the protocol recovers by itself; a
+	 * frame larger than the link takes is the sender's fault. */
+	if (mtu > 0 && len > FRAME_ENCODED_MAX(mtu))
+		session_complain(s,
+		    "Dropped a %zu-byte frame: the link takes messages of up to %zu "
+		    "bytes (max_frame)",
+		    len, mtu);
+	else
+		session_log(s, LOG_LEVEL_DEBUG, "dropped a damaged frame (%zu bytes)", len);
 }
 
 static void
