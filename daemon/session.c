@@ -154,6 +154,7 @@ struct sessions {
 	TAILQ_HEAD(, session) queue;
 	unsigned n_sessions, active, reserved, queued;
 	uint64_t cache_hits, cache_misses, bad_messages;
+	bool stopping;
 };
 
 static void session_pump(struct session *s);
@@ -433,6 +434,8 @@ sessions_grant(struct sessions *m)
 {
 	struct session *s;
 
+	if (m->stopping)
+		return;
 	TAILQ_FOREACH(s, &m->queue, qentry)
 	{
 		if (m->active + m->reserved >= m->cfg.max_transfers)
@@ -1236,7 +1239,6 @@ session_on_result(struct session *s, const struct msg_result *r)
 	char sha[STORE_SHA256_HEX + 1], detail[MSG_DETAIL_MAX + 1], reason[256];
 	uint32_t acked = session_acked(s);
 	uint64_t ms;
-	int e;
 
 	hex_encode(r->sha256, PROTO_SHA256_LEN, sha);
 	session_strcpy(detail, sizeof(detail), &r->detail);
@@ -1271,8 +1273,8 @@ session_on_result(struct session *s, const struct msg_result *r)
 			    st.frames_sent, st.bytes_sent, st.bytes_resent, st.rewinds, st.timeouts,
 			    st.payload);
 		}
-		if ((e = devices_set_install(
-			 m->db, s->serial, DEVICES_INSTALL_PENDING, s->target, s->sha256)) < 0)
+		if (devices_set_install(
+			m->db, s->serial, DEVICES_INSTALL_PENDING, s->target, s->sha256) < 0)
 			dev_warn(s->serial, "Recording the pending install failed: %s, ignoring",
 			    db_errmsg(m->db));
 		snprintf(reason, sizeof(reason), "Verified by the device%s%s",
@@ -1837,6 +1839,13 @@ sessions_new(struct event_base *base, struct store *store, struct fleet *fleet,
 	TAILQ_INIT(&m->queue);
 	*out = m;
 	return 0;
+}
+
+void
+sessions_stop(struct sessions *m)
+{
+	if (m != NULL)
+		m->stopping = true;
 }
 
 void

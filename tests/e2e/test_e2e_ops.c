@@ -110,6 +110,15 @@ START_TEST(test_sighup)
 	world_devsim_exit(&w, &dev, 0);
 	ck_assert(world_installed(&w, "dev", "SIM-001"));
 
+	/* changing its settings re-opens it, and only it */
+	snprintf(links, sizeof(links),
+	    "%s[tcp \"lab\"]\nlisten = 127.0.0.1:%u\nmax_connections = 3\n", unix_link, port);
+	world_config(&w, "", links, NULL);
+	ck_assert_int_eq(kill(w.gwd.pid, SIGHUP), 0);
+	world_gw_wait(&w, "Link lab changed; re-opening it");
+	world_gw_wait(&w, "Link lab: listening on tcp:127.0.0.1:");
+	ck_assert_uint_eq(e2e_count(w.gw_log, "Link sim changed"), 0);
+
 	/* and removing it closes it */
 	world_config(&w, "", unix_link, NULL);
 	ck_assert_int_eq(kill(w.gwd.pid, SIGHUP), 0);
@@ -226,6 +235,67 @@ START_TEST(test_sigterm_restart)
 }
 END_TEST
 
+/* What cannot work is refused at start with a message that names it, and exit status 1. */
+START_TEST(test_start_failures)
+{
+	struct world w;
+	char *log;
+
+	world_init(&w, "e2e-fail", 1024);
+	world_mock(&w, NULL);
+	log = e2e_path(w.dir, "otagwd.log");
+
+	/* a state directory whose parent does not exist */
+	{
+		char *bad = e2e_path(w.dir, "missing/state");
+		char general[512];
+
+		snprintf(general, sizeof(general), "state_dir = %s", bad);
+		world_config(&w, "", "[unix \"sim\"]\nlisten = @DIR@/sim.sock\n", NULL);
+		/* world_config() writes state_dir itself; a second state_dir is a config error,
+		 * so rewrite the file with the bad one */
+		{
+			char *text = e2e_read(w.conf, NULL), *at = strstr(text, "state_dir = "),
+			     *nl;
+			char *fixed;
+
+			ck_assert_ptr_nonnull(at);
+			nl = strchr(at, '\n');
+			ck_assert_int_gt(
+			    asprintf(&fixed, "%.*s%s%s", (int)(at - text), text, general, nl), 0);
+			e2e_write(w.conf, 0600, fixed, 0);
+			free(fixed);
+			free(text);
+		}
+		{
+			char *argv[] = {(char *)e2e_prog("OTAGWD"), "-c", w.conf, NULL};
+
+			e2e_spawn(&w.gwd, "otagwd", argv, log, NULL);
+		}
+		ck_assert_int_eq(e2e_wait_exit(&w.gwd, E2E_TIMEOUT_MS), 1);
+		e2e_proc_free(&w.gwd);
+		ck_assert_uint_eq(e2e_count(log, "Failed to open the payload store"), 1);
+		ck_assert_uint_ge(e2e_count(log, bad), 1);
+		ck_assert_uint_eq(e2e_count(log, "Failed to start store, exiting"), 1);
+		free(bad);
+	}
+
+	/* a [uart] that is no serial device */
+	world_config(&w, "", "[uart \"bad\"]\ndevice = /dev/null\n", NULL);
+	{
+		char *argv[] = {(char *)e2e_prog("OTAGWD"), "-c", w.conf, NULL};
+
+		e2e_spawn(&w.gwd, "otagwd", argv, log, NULL);
+	}
+	ck_assert_int_eq(e2e_wait_exit(&w.gwd, E2E_TIMEOUT_MS), 1);
+	e2e_proc_free(&w.gwd);
+	ck_assert_uint_eq(e2e_count(log, "Failed to open link bad: /dev/null: "), 1);
+	ck_assert_uint_eq(e2e_count(log, "Failed to start links, exiting"), 1);
+	free(log);
+	world_free(&w);
+}
+END_TEST
+
 static Suite *
 ops_suite(void)
 {
@@ -236,6 +306,7 @@ ops_suite(void)
 	tcase_add_test(tc, test_upstream_unreachable);
 	tcase_add_test(tc, test_sighup);
 	tcase_add_test(tc, test_sigterm_restart);
+	tcase_add_test(tc, test_start_failures);
 	suite_add_tcase(s, tc);
 	return s;
 }
