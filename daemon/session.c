@@ -62,7 +62,34 @@
 #define SESSION_COMPLAIN_BURST     10u
 #define SESSION_COMPLAIN_WINDOW_MS 60000u
 
-/* What the session is doing. Idle sessions may or may not have a device bound. */
+/* What the session is doing. Idle sessions may or may not have a device bound.
+ *
+ * state        event                          action                                  next
+ * any          HELLO, bad identity / v0 / bad ERROR BAD_IDENTITY / UNSUPPORTED_VERSION /   same
+ *              message                        BAD_MESSAGE, one (rate-limited) log line
+ * any          HELLO (valid)                  bind (take over from another link),        CHECKING
+ *                                             devices_upsert, confirm a pending install,
+ *                                             upstream_check (a transfer in progress
+ *                                             ends as aborted; its slot is kept)
+ * CHECKING,    HELLO, same identity           nothing: not a new check                   same
+ * DOWNLOADING
+ * CHECKING     no update / error              NO_UPDATE(recheck, reason) / ERROR(code)   IDLE
+ * CHECKING     update                         delta and size checks; cached: pin        (below)
+ *                                             else download_get() DOWNLOADING DOWNLOADING  done
+ * pin, verify once, open; slot: OFFER        OFFERED no slot: ERROR BUSY, queue QUEUED QUEUED slot
+ * freed                     reserve it, SOLICIT (15 s)                 same OFFERED      ACK
+ * sender_init at its offset, pump            SENDING OFFERED      10 s drop (the device says HELLO
+ * again)         IDLE SENDING      ACK / WRITABLE / timer         sender_ack (bad: ERROR
+ * BAD_OFFSET), pump   same SENDING      every byte acknowledged VERIFYING SENDING      8 timeouts
+ * ERROR ABORTED                              IDLE VERIFYING    ACK (keepalive) / 10 s restart the
+ * timer / drop                   same / IDLE OFFERED..    RESULT OK (all sent)           history
+ * verified, install pending, DONE    IDLE OFFERED..    RESULT OK (not all sent)       ERROR
+ * ABORTED: a lie                       IDLE OFFERED..    RESULT failure / refusal       history
+ * failed, DONE                       IDLE any          RESULT, other image            DONE
+ * (unbound: SOLICIT)                    same IDLE         ACK                            SOLICIT
+ * (at most once a second)            IDLE any          link down                      history
+ * aborted "Disconnected at N %",     IDLE unbind any          operator Abort                 ERROR
+ * ABORTED, hold until reconnect/CheckNow IDLE */
 enum session_state {
 	SESSION_IDLE,
 	SESSION_CHECKING,    /* waiting for the upstream check */
@@ -1242,6 +1269,15 @@ session_on_result(struct session *s, const struct msg_result *r)
 
 	hex_encode(r->sha256, PROTO_SHA256_LEN, sha);
 	session_strcpy(detail, sizeof(detail), &r->detail);
+	if (!s->bound) {
+		/* A device still reporting to a gateway that restarted: find out who it is
+		 * first, so its result is recorded (it says HELLO with the image it holds, is
+		 * offered it again and reports again). */
+		if (session_now_ms() - s->last_solicit_ms >= SESSION_SOLICIT_EVERY_MS ||
+		    !s->solicited)
+			session_send_solicit(s);
+		return;
+	}
 	if (!session_transferring(s) || strcmp(sha, s->sha256) != 0) {
 		session_stray_result(s, r, sha);
 		return;

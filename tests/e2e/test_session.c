@@ -808,6 +808,19 @@ START_TEST(test_bad_input)
 	peer_wait(&p, MSG_SOLICIT, 1, NULL);
 	peer_close(&p);
 
+	/* a RESULT from a device the gateway does not know yet (it restarted while the device
+	 * was verifying): asked who it is, not answered DONE, so the result gets recorded */
+	peer_open(&p);
+	{
+		uint8_t out[MSG_RESULT_MAX], sha[32] = {1};
+		struct msg_result r = {.status = MSG_STATUS_OK, .sha256 = sha, .bytes_received = 9};
+
+		peer_send(&p, out, msg_encode_result(&r, out, sizeof(out)));
+	}
+	peer_wait(&p, MSG_SOLICIT, 1, NULL);
+	ck_assert_uint_eq(p.counts[MSG_DONE], 0);
+	peer_close(&p);
+
 	/* the log names the link and what was wrong */
 	fflush(stderr);
 	{
