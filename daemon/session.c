@@ -62,34 +62,40 @@
 #define SESSION_COMPLAIN_BURST     10u
 #define SESSION_COMPLAIN_WINDOW_MS 60000u
 
+/* clang-format off */
 /* What the session is doing. Idle sessions may or may not have a device bound.
  *
- * state        event                          action                                  next
- * any          HELLO, bad identity / v0 / bad ERROR BAD_IDENTITY / UNSUPPORTED_VERSION /   same
- *              message                        BAD_MESSAGE, one (rate-limited) log line
- * any          HELLO (valid)                  bind (take over from another link),        CHECKING
- *                                             devices_upsert, confirm a pending install,
- *                                             upstream_check (a transfer in progress
- *                                             ends as aborted; its slot is kept)
- * CHECKING,    HELLO, same identity           nothing: not a new check                   same
+ * state        event                         action                                   next
+ * any          HELLO with a bad identity,    ERROR BAD_IDENTITY / UNSUPPORTED_VERSION /  same
+ *              version 0, malformed message  BAD_MESSAGE; one rate-limited log line
+ * any          HELLO (valid)                 bind (taking it over from another link),    CHECKING
+ *                                            devices_upsert, settle a pending install,
+ *                                            upstream_check; a transfer in progress
+ *                                            ends as aborted and keeps its slot
+ * CHECKING,    HELLO, same identity          nothing: not a new check                    same
  * DOWNLOADING
- * CHECKING     no update / error              NO_UPDATE(recheck, reason) / ERROR(code)   IDLE
- * CHECKING     update                         delta and size checks; cached: pin        (below)
- *                                             else download_get() DOWNLOADING DOWNLOADING  done
- * pin, verify once, open; slot: OFFER        OFFERED no slot: ERROR BUSY, queue QUEUED QUEUED slot
- * freed                     reserve it, SOLICIT (15 s)                 same OFFERED      ACK
- * sender_init at its offset, pump            SENDING OFFERED      10 s drop (the device says HELLO
- * again)         IDLE SENDING      ACK / WRITABLE / timer         sender_ack (bad: ERROR
- * BAD_OFFSET), pump   same SENDING      every byte acknowledged VERIFYING SENDING      8 timeouts
- * ERROR ABORTED                              IDLE VERIFYING    ACK (keepalive) / 10 s restart the
- * timer / drop                   same / IDLE OFFERED..    RESULT OK (all sent)           history
- * verified, install pending, DONE    IDLE OFFERED..    RESULT OK (not all sent)       ERROR
- * ABORTED: a lie                       IDLE OFFERED..    RESULT failure / refusal       history
- * failed, DONE                       IDLE any          RESULT, other image            DONE
- * (unbound: SOLICIT)                    same IDLE         ACK                            SOLICIT
- * (at most once a second)            IDLE any          link down                      history
- * aborted "Disconnected at N %",     IDLE unbind any          operator Abort                 ERROR
- * ABORTED, hold until reconnect/CheckNow IDLE */
+ * CHECKING     up to date / error            NO_UPDATE(recheck, reason) / ERROR(code)    IDLE
+ * CHECKING     update                        delta and size checks, then download_get()  DOWNLOADING
+ *                                            (or straight on if the cache has it)
+ * DOWNLOADING  done                          pin, verify once, open; with a slot OFFER   OFFERED
+ *                                            without one ERROR BUSY and the queue        QUEUED
+ * QUEUED       a slot is freed               reserve it for 15 s, SOLICIT                same
+ * OFFERED      ACK                           sender_init at its offset, pump             SENDING
+ * OFFERED      10 s                          drop (the device says HELLO again)          IDLE
+ * SENDING      ACK, WRITABLE, timer          sender_ack (bad: ERROR BAD_OFFSET), pump    same
+ * SENDING      every byte acknowledged                                                   VERIFYING
+ * SENDING      8 timeouts                    ERROR ABORTED                               IDLE
+ * VERIFYING    ACK (keepalive) / 10 s        restart the timer / drop                    same / IDLE
+ * OFFERED..    RESULT OK, all sent           history verified, install pending, DONE     IDLE
+ * OFFERED..    RESULT OK, not all sent       ERROR ABORTED: a lie                        IDLE
+ * OFFERED..    RESULT failure or refusal     history failed, DONE                        IDLE
+ * any          RESULT for another image      DONE (to an unbound link: SOLICIT)          same
+ * IDLE         ACK                           SOLICIT, at most once a second              IDLE
+ * any          link down                     history aborted "Disconnected at N %"       IDLE
+ * any          operator Abort                ERROR ABORTED; held until reconnect or      IDLE
+ *                                            CheckNow
+ */
+/* clang-format on */
 enum session_state {
 	SESSION_IDLE,
 	SESSION_CHECKING,    /* waiting for the upstream check */
