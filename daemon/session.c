@@ -75,7 +75,7 @@
  * CHECKING,    HELLO, same identity          nothing: not a new check                    same
  * DOWNLOADING
  * CHECKING     up to date / error            NO_UPDATE(recheck, reason) / ERROR(code)    IDLE
- * CHECKING     update                        delta and size checks, then download_get()  DOWNLOADING
+ * CHECKING     update                        delta and size checks, download_get()      DOWNLOADING
  *                                            (or straight on if the cache has it)
  * DOWNLOADING  done                          pin, verify once, open; with a slot OFFER   OFFERED
  *                                            without one ERROR BUSY and the queue        QUEUED
@@ -85,7 +85,7 @@
  * SENDING      ACK, WRITABLE, timer          sender_ack (bad: ERROR BAD_OFFSET), pump    same
  * SENDING      every byte acknowledged                                                   VERIFYING
  * SENDING      8 timeouts                    ERROR ABORTED                               IDLE
- * VERIFYING    ACK (keepalive) / 10 s        restart the timer / drop                    same / IDLE
+ * VERIFYING    ACK (keepalive) / 10 s        restart the timer / drop                    same/IDLE
  * OFFERED..    RESULT OK, all sent           history verified, install pending, DONE     IDLE
  * OFFERED..    RESULT OK, not all sent       ERROR ABORTED: a lie                        IDLE
  * OFFERED..    RESULT failure or refusal     history failed, DONE                        IDLE
