@@ -1186,7 +1186,7 @@ device_describe(struct device *d)
 	case DEVICE_PHASE_BOOT:
 	case DEVICE_PHASE_HELLO:
 		snprintf(d->describe, sizeof(d->describe),
-		    "no answer from the gateway to %u HELLO(s) (%s %s)", d->hellos,
+		    "no answer from the gateway to %u HELLO(s); the link (%s) is %s", d->hellos,
 		    link_name(d->link), link_is_up(d->link) ? "up" : "down");
 		break;
 	case DEVICE_PHASE_IDLE:
