@@ -298,10 +298,12 @@ report_status(struct report *r, unsigned int dev, const char *from, const char *
 
 		if (decile != d->decile) {
 			double dt = report_now(r) - d->start_t;
+			char bar[REPORT_BAR_WIDTH + 3];
 
 			d->decile = decile;
-			fprintf(r->out, "%s: %3d%% %u/%u bytes, %.1f KiB/s\n", d->serial,
-			    decile * 10, offset, size,
+			report_bar(bar, offset, size);
+			fprintf(r->out, "%s: %s %3d%% %u/%u bytes, %.1f KiB/s\n", d->serial, bar,
+			    (int)((uint64_t)offset * 100 / size), offset, size,
 			    dt > 0.05 ? (double)(offset - d->start_offset) / 1024.0 / dt : 0.0);
 			fflush(r->out);
 		}
