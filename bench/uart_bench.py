@@ -256,6 +256,7 @@ def main():
     ap.add_argument("--quick", action="store_true",
                     help="a 64 KiB image, 921600 baud, no latency, BER 0 and 1e-5")
     ap.add_argument("--markdown", help="also write the table as Markdown to this file")
+    ap.add_argument("--json", help="also write every run's raw figures to this file")
     ap.add_argument("--keep", action="store_true", help="keep otagw run directories (logs)")
     a = ap.parse_args()
     if a.quick:
@@ -284,7 +285,7 @@ def main():
     sep = "|" + "---|" * 12
     print(hdr)
     print(sep, flush=True)
-    rows = []
+    rows, raw = [], []
     try:
         for line in lines:
             og, zm = [], []
@@ -295,8 +296,12 @@ def main():
                     zm.append(run_zmodem(build, image, a.size, line, seed, a.timeout))
 
             def avg(runs, key):
-                ok = [r[key] for r in runs if r.get("ok")]
+                ok = [r[key] for r in runs if r.get("ok") and key in r]
                 return sum(ok) / len(ok) if ok and len(ok) == len(runs) else None
+
+            def num(runs, key):
+                v = avg(runs, key)
+                return "-" if v is None else f"{v:.0f}" if len(runs) == 1 else f"{v:.1f}"
 
             def fmt_pct(runs, key="seconds"):
                 if not runs:
@@ -310,13 +315,17 @@ def main():
             row = (f"| {line['baud']} | {line['latency']} ms | {line['ber']:g} | "
                    f"{fmt_pct(og)} | {TARGETS.get(line['ber'], '')} | {fmt_pct(zm)} | "
                    f"{ZMODEM_REF.get(line['ber'], '')} | {fmt_pct(og, 'session')} | "
-                   f"{avg(og, 'rewinds') if og and s_o else '-'} | "
-                   f"{avg(og, 'resent') if og and s_o else '-'} | "
+                   f"{num(og, 'rewinds')} | {num(og, 'resent')} | "
                    f"{f'{s_o:.2f}' if s_o else '-'} | {f'{s_z:.2f}' if s_z else '-'} |")
             rows.append(row)
+            raw.append({"line": line, "otagw": og, "zmodem": zm})
             print(row, flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({"header": head, "size": a.size, "seeds": seeds, "runs": raw}, f,
+                      indent=1)
     if a.markdown:
         with open(a.markdown, "w") as f:
             f.write(head + "\n\n" + hdr + "\n" + sep + "\n" + "\n".join(rows) + "\n")
