@@ -419,7 +419,6 @@ END_TEST
 
 struct inproc {
 	struct event_base *base;
-	struct gwpeer *g;
 	bool finished, ok;
 };
 

@@ -997,17 +997,18 @@ device_link_cb(
 	case LINK_EV_PACKET:
 		device_receive(d, data, n, ev == LINK_EV_PACKET);
 		break;
-	case LINK_EV_DOWN:
+	case LINK_EV_DOWN: {
+		/* EOF on a tty is a hang-up (its far end went away); on a socket, a close. */
+		const char *why = err                     ? strerror(-err)
+				  : link_is_connection(l) ? "closed by the gateway"
+							  : "hung up";
+
 		report_event(d->rep, d->opt.serial, "link",
-		    json_pack("{s:s, s:s, s:s}", "state", "down", "link", link_name(l), "error",
-			err ? strerror(-err) : "closed by the peer"));
-		if (err)
-			report_say(d->rep, d->opt.serial, "%s: %s; retrying", link_name(l),
-			    strerror(-err));
-		else
-			report_say(
-			    d->rep, d->opt.serial, "%s: closed by the gateway", link_name(l));
+		    json_pack(
+			"{s:s, s:s, s:s}", "state", "down", "link", link_name(l), "error", why));
+		report_say(d->rep, d->opt.serial, "%s: %s", link_name(l), why);
 		break;
+	}
 	}
 }
 
@@ -1186,7 +1187,7 @@ device_describe(struct device *d)
 	case DEVICE_PHASE_BOOT:
 	case DEVICE_PHASE_HELLO:
 		snprintf(d->describe, sizeof(d->describe),
-		    "no answer from the gateway to %u HELLO(s) (%s %s)", d->hellos,
+		    "no answer from the gateway to %u HELLO(s); the link (%s) is %s", d->hellos,
 		    link_name(d->link), link_is_up(d->link) ? "up" : "down");
 		break;
 	case DEVICE_PHASE_IDLE:

@@ -460,7 +460,7 @@ link_new(struct event_base *base, const struct link_options *opt, link_cb cb, vo
 		return r;
 	}
 	if (l->kind == LINK_KIND_PTY)
-		snprintf(l->name, sizeof(l->name), "pty %s (%s)", l->path, l->pts);
+		snprintf(l->name, sizeof(l->name), "pty %s -> %s", l->path, l->pts);
 	if (r < 0)
 		link_fail(l, r); /* reports the cause once, then retries */
 	*out = l;

@@ -549,11 +549,13 @@ main(int argc, char **argv)
 	s.devs = calloc(count, sizeof(*s.devs));
 	if (!s.base || !s.devs) {
 		fprintf(stderr, "otagw-devsim: out of memory\n");
-		return EXIT_UPDATE_FAILED;
+		code = EXIT_UPDATE_FAILED;
+		goto out;
 	}
 	if (report_new(s.base, events, mode, &s.rep, err, sizeof(err)) < 0) {
 		fprintf(stderr, "otagw-devsim: %s\n", err);
-		return EXIT_USAGE;
+		code = EXIT_USAGE;
+		goto out;
 	}
 	code = 0;
 	for (i = 0; i < count; i++) {
@@ -626,8 +628,10 @@ main(int argc, char **argv)
 		event_free(ev_term);
 	if (ev_timeout)
 		event_free(ev_timeout);
+out:
 	free(s.devs);
-	event_base_free(s.base);
+	if (s.base)
+		event_base_free(s.base);
 	libevent_global_shutdown();
 	return code;
 }

@@ -67,6 +67,7 @@ report_erase(struct report *r)
 	if (r->drawn == 0)
 		return;
 	fprintf(r->out, "\r\033[%uA\033[J", r->drawn);
+	fflush(r->out); /* before anything else reaches the terminal, stderr included */
 	r->drawn = 0;
 }
 
@@ -209,11 +210,13 @@ report_event(struct report *r, const char *serial, const char *event, json_t *fi
 }
 
 static void
-report_vprint(struct report *r, FILE *f, const char *serial, const char *fmt, va_list ap)
+report_vprint(
+    struct report *r, FILE *f, const char *prefix, const char *serial, const char *fmt, va_list ap)
 {
 	/* Messages scroll above the live lines, which the next redraw puts back. */
 	if (r->mode == REPORT_MODE_LIVE)
 		report_erase(r);
+	fputs(prefix, f);
 	if (serial)
 		fprintf(f, "%s: ", serial);
 	vfprintf(f, fmt, ap);
@@ -231,7 +234,7 @@ report_say(struct report *r, const char *serial, const char *fmt, ...)
 	if (r->mode == REPORT_MODE_QUIET)
 		return;
 	va_start(ap, fmt);
-	report_vprint(r, r->out, serial, fmt, ap);
+	report_vprint(r, r->out, "", serial, fmt, ap);
 	va_end(ap);
 }
 
@@ -241,8 +244,7 @@ report_error(struct report *r, const char *serial, const char *fmt, ...)
 	va_list ap;
 
 	va_start(ap, fmt);
-	fputs("otagw-devsim: ", stderr);
-	report_vprint(r, stderr, serial, fmt, ap);
+	report_vprint(r, stderr, "otagw-devsim: ", serial, fmt, ap);
 	va_end(ap);
 }
 
@@ -296,10 +298,12 @@ report_status(struct report *r, unsigned int dev, const char *from, const char *
 
 		if (decile != d->decile) {
 			double dt = report_now(r) - d->start_t;
+			char bar[REPORT_BAR_WIDTH + 3];
 
 			d->decile = decile;
-			fprintf(r->out, "%s: %3d%% %u/%u bytes, %.1f KiB/s\n", d->serial,
-			    decile * 10, offset, size,
+			report_bar(bar, offset, size);
+			fprintf(r->out, "%s: %s %3d%% %u/%u bytes, %.1f KiB/s\n", d->serial, bar,
+			    (int)((uint64_t)offset * 100 / size), offset, size,
 			    dt > 0.05 ? (double)(offset - d->start_offset) / 1024.0 / dt : 0.0);
 			fflush(r->out);
 		}
