@@ -18,7 +18,7 @@
 
 struct world {
 	char *dir;
-	char *fw;  /* the release's image */
+	char *fw; /* the release's image */
 	size_t size;
 	char sha[65];
 	struct e2e_proc mock;
