@@ -12,11 +12,19 @@
 
 #include <event2/event.h>
 
+#include "cache.h"
 #include "config.h"
+#include "fleet.h"
+#include "links.h"
 #include "log.h"
 #include "notify.h"
+#include "session.h"
+#include "store.h"
 
 #define DAEMON_STATUS_MAX 256
+/* STATUS= lines follow the fleet at most this often (systemd needs no more; a transfer
+ * changes state hundreds of times a second). */
+#define DAEMON_STATUS_EVERY_MS 1000
 
 static void
 daemon_apply_log_level(const struct daemon *d)
@@ -48,10 +56,72 @@ static const struct daemon_module daemon_log_module = {
     .reload = daemon_log_reload,
 };
 
-/* In start order; stopped in reverse. The store, the upstream client, the links with their
- * sessions and the D-Bus service go here as they are written. */
+static void daemon_status_update(struct daemon *d);
+
+static void
+daemon_status_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	daemon_status_update(arg);
+}
+
+/* A device changed: the STATUS= line follows within DAEMON_STATUS_EVERY_MS. */
+static void
+daemon_status_changed(const struct fleet_device *dev, unsigned fields, void *arg)
+{
+	struct daemon *d = arg;
+	struct timeval tv = {0, DAEMON_STATUS_EVERY_MS * 1000};
+
+	(void)dev;
+	(void)fields;
+	if (d->ready && !evtimer_pending(d->status_timer, NULL))
+		evtimer_add(d->status_timer, &tv);
+}
+
+static int
+daemon_status_start(struct daemon *d)
+{
+	int r;
+
+	d->status_timer = evtimer_new(d->base, daemon_status_timer_cb, d);
+	if (d->status_timer == NULL)
+		return log_err_errno(-ENOMEM, "Failed to set up the status line");
+	r = fleet_subscribe(d->fleet, daemon_status_changed, d);
+	if (r < 0)
+		return log_err_errno(r, "Failed to set up the status line");
+	d->status_sub = r;
+	return 0;
+}
+
+static void
+daemon_status_stop(struct daemon *d)
+{
+	if (d->fleet != NULL && d->status_sub > 0)
+		fleet_unsubscribe(d->fleet, d->status_sub);
+	d->status_sub = 0;
+	if (d->status_timer != NULL)
+		event_free(d->status_timer);
+	d->status_timer = NULL;
+}
+
+/* The STATUS= line is a module of its own, last, so it sees every other module running. */
+static const struct daemon_module daemon_status_module = {
+    .name = "status",
+    .start = daemon_status_start,
+    .stop = daemon_status_stop,
+};
+
+/* In start order (each module uses those before it); stopped in reverse, so the links close
+ * (and their sessions record their progress) while the store is still open. The D-Bus service
+ * goes after the links. */
 static const struct daemon_module *const daemon_modules[] = {
     &daemon_log_module,
+    &cache_store_module,
+    &cache_upstream_module,
+    &session_module,
+    &links_module,
+    &daemon_status_module,
 };
 
 #define DAEMON_N_MODULES (sizeof(daemon_modules) / sizeof(daemon_modules[0]))
@@ -86,11 +156,75 @@ daemon_log_config(const struct config *cfg)
 	}
 }
 
+/* Appends a byte count a person reads: "512 KiB", "12 MiB", "3.4 GiB". */
+static void
+daemon_status_bytes(char *buf, size_t len, uint64_t n)
+{
+	if (n < (1u << 20))
+		snprintf(buf, len, "%llu KiB", (unsigned long long)((n + 1023) >> 10));
+	else if (n < (1ull << 30))
+		snprintf(buf, len, "%llu MiB", (unsigned long long)((n + (1u << 19)) >> 20));
+	else
+		snprintf(buf, len, "%.1f GiB", (double)n / (double)(1ull << 30));
+}
+
+/* "3 devices (2 connected), 1 transfer at 45 %, 1 queued, 2 downloading, cache 12 MiB" */
 static void
 daemon_status_running(struct daemon *d, char *buf, size_t len)
 {
-	snprintf(buf, len, "Running, %zu link%s configured", d->cfg->n_links,
-	    d->cfg->n_links == 1 ? "" : "s");
+	struct fleet_counts fc;
+	struct sessions_stats ss;
+	uint64_t bytes = 0;
+	char cache[32];
+	size_t n;
+	unsigned i;
+
+	if (d->fleet == NULL || d->sessions == NULL || d->store == NULL) {
+		snprintf(buf, len, "Running, %zu link%s configured", d->cfg->n_links,
+		    d->cfg->n_links == 1 ? "" : "s");
+		return;
+	}
+	fleet_get_counts(d->fleet, &fc);
+	sessions_get_stats(d->sessions, &ss);
+	store_usage(d->store, &bytes, NULL);
+	n = (size_t)snprintf(buf, len, "%u device%s (%u connected), ", fc.devices,
+	    fc.devices == 1 ? "" : "s", fc.connected);
+	if (n < len && ss.transfers == 0) {
+		n += (size_t)snprintf(buf + n, len - n, "no transfers");
+	} else if (n < len && ss.transfers > ss.n_pct) {
+		n += (size_t)snprintf(buf + n, len - n, "%u transfers, %u %% done overall",
+		    ss.transfers,
+		    ss.bytes_total ? (unsigned)(ss.bytes_done * 100 / ss.bytes_total) : 0);
+	} else if (n < len) {
+		n += (size_t)snprintf(
+		    buf + n, len - n, "%u transfer%s at ", ss.n_pct, ss.n_pct == 1 ? "" : "s");
+		for (i = 0; i < ss.n_pct && n < len; i++)
+			n +=
+			    (size_t)snprintf(buf + n, len - n, "%s%u %%", i ? ", " : "", ss.pct[i]);
+	}
+	if (n < len && ss.queued > 0)
+		n += (size_t)snprintf(buf + n, len - n, ", %u queued", ss.queued);
+	if (n < len && fc.in_state[FLEET_STATE_DOWNLOADING] > 0)
+		n += (size_t)snprintf(
+		    buf + n, len - n, ", %u downloading", fc.in_state[FLEET_STATE_DOWNLOADING]);
+	daemon_status_bytes(cache, sizeof(cache), bytes);
+	if (n < len)
+		snprintf(buf + n, len - n, ", cache %s", cache);
+}
+
+static void
+daemon_status_update(struct daemon *d)
+{
+	char status[DAEMON_STATUS_MAX];
+
+	if (!d->ready || d->stopping)
+		return;
+	daemon_status_running(d, status, sizeof(status));
+	if (strcmp(status, d->status_last) == 0)
+		return;
+	snprintf(d->status_last, sizeof(d->status_last), "%s", status);
+	notify_status(d->notify, "%s", status);
+	log_debug("Status: %s", status);
 }
 
 static void
@@ -102,6 +236,7 @@ daemon_maybe_ready(struct daemon *d)
 		return;
 	d->ready = true;
 	daemon_status_running(d, status, sizeof(status));
+	snprintf(d->status_last, sizeof(d->status_last), "%s", status);
 	notify_ready(d->notify, status);
 	log_info("otagwd %s ready (%s)", OTAGW_VERSION, d->cfg->path);
 }

@@ -11,9 +11,17 @@
 
 struct config;
 struct daemon;
+struct download_manager;
 struct event;
 struct event_base;
+struct fleet;
+struct http;
+struct links;
+struct memfault;
 struct notify;
+struct sessions;
+struct store;
+struct upstream;
 
 /* A part of the daemon with a lifetime of its own, listed in daemon.c's module table in
  * dependency order (the store before the sessions that use it). Every hook may be NULL. */
@@ -41,12 +49,22 @@ struct daemon {
 	const char *config_path; /* reloads read this path again */
 	bool verbose;            /* -v: debug logging whatever log_level says */
 	struct notify *notify;
-	/* Modules keep their state here, e.g. struct store *store; struct upstream *upstream;
-	 * struct links *links; struct dbus *dbus. */
+	/* Modules keep their state here, in start order (each may use the ones before it). */
+	struct store *store;                /* store module (cache.c) */
+	struct http *http;                  /* upstream module (cache.c) */
+	struct memfault *memfault;          /* upstream module */
+	struct upstream *upstream;          /* upstream module */
+	struct download_manager *downloads; /* upstream module */
+	struct fleet *fleet;                /* sessions module (session.c) */
+	struct sessions *sessions;          /* sessions module */
+	struct links *links;                /* links module (links.c) */
 
 	/* Private to daemon.c. */
 	struct event *sig_hup, *sig_term, *sig_int;
-	size_t n_started; /* modules whose start hook returned 0 */
+	struct event *status_timer; /* coalesces STATUS= updates */
+	int status_sub;             /* fleet subscription of the STATUS= line */
+	char status_last[256];      /* the STATUS= line sent last */
+	size_t n_started;           /* modules whose start hook returned 0 */
 	unsigned ready_holds;
 	bool ready;
 	bool stopping;

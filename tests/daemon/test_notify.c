@@ -270,7 +270,8 @@ START_TEST(test_notify_otagwd)
 		free(m);
 	}
 	ck_assert(starting);
-	ck_assert_str_eq(m, "READY=1\nSTATUS=Running, 1 link configured");
+	/* The status a person reads in `systemctl status`: devices, transfers, cache. */
+	ck_assert_str_eq(m, "READY=1\nSTATUS=0 devices (0 connected), no transfers, cache 0 KiB");
 	free(m);
 
 	/* The watchdog pings from the main loop. */
@@ -291,7 +292,7 @@ START_TEST(test_notify_otagwd)
 	check_reloading(m, before);
 	free(m);
 	m = sock_recv_event(&s);
-	ck_assert_str_eq(m, "READY=1\nSTATUS=Running, 2 links configured");
+	ck_assert_str_eq(m, "READY=1\nSTATUS=0 devices (0 connected), no transfers, cache 0 KiB");
 	free(m);
 
 	/* A broken file: still READY=1 (the reload is over), on the previous configuration. */
