@@ -149,10 +149,15 @@ otadev_encode_hello(const otadev_t *dev, uint8_t *m)
 	return msg_encode_hello(&h, m, MSG_HELLO_MAX);
 }
 
-/* Waits for the HELLO retry: at least wait ms, and the backoff, which doubles up to its cap. */
+/* Sends HELLO (unless send is 0) and waits for its retry: at least wait ms, and the backoff,
+ * which doubles up to its cap. */
 static void
-otadev_retry(otadev_t *dev, uint32_t wait)
+otadev_hello(otadev_t *dev, int send, uint32_t wait)
 {
+	uint8_t m[MSG_HELLO_MAX];
+
+	if (send)
+		otadev_send(dev, m, otadev_encode_hello(dev, m));
 	dev->state = OTADEV_HELLO;
 	otadev_timer(dev, wait > dev->backoff ? wait : dev->backoff);
 	dev->backoff *= 2;
@@ -160,21 +165,12 @@ otadev_retry(otadev_t *dev, uint32_t wait)
 		dev->backoff = OTADEV_HELLO_RETRY_MAX_MS;
 }
 
-static void
-otadev_hello(otadev_t *dev)
-{
-	uint8_t m[MSG_HELLO_MAX];
-
-	otadev_send(dev, m, otadev_encode_hello(dev, m));
-	otadev_retry(dev, 0);
-}
-
 /* Starts an exchange: HELLO now, then retries with backoff from its start value. */
 static void
 otadev_start(otadev_t *dev)
 {
 	dev->backoff = OTADEV_HELLO_RETRY_MS;
-	otadev_hello(dev);
+	otadev_hello(dev, 1, 0);
 }
 
 /* Goes idle until the next check, s seconds from now (0: when the application asks). */
@@ -353,7 +349,7 @@ otadev_handle(otadev_t *dev, const uint8_t *buf, size_t n, uint32_t now)
 		if (dev->state != OTADEV_IDLE) {
 			/* Say HELLO again no sooner than asked, backing off meanwhile. */
 			(void)otadev_emit(dev, OTADEV_EV_ERROR, 0, &m);
-			otadev_retry(dev, otadev_secs(m.u.error.retry_after_s));
+			otadev_hello(dev, 0, otadev_secs(m.u.error.retry_after_s));
 		}
 		break;
 	case MSG_DATA:
@@ -499,7 +495,7 @@ otadev_expired(otadev_t *dev)
 		otadev_start(dev);
 		break;
 	case OTADEV_HELLO:
-		otadev_hello(dev);
+		otadev_hello(dev, 1, 0);
 		break;
 	case OTADEV_RECV:
 	case OTADEV_RESULT:
