@@ -86,11 +86,17 @@ otadev_send(otadev_t *dev, const uint8_t *m, size_t n)
 		dev->send(dev, m, n);
 }
 
-/* Sends ACK(offset, limit). The limit granted is window frames beyond what is stored, never
- * past the image; pause passes limit == offset (a flash erase follows). */
+enum {
+	OTADEV_ACK_PAUSE = 1, /* limit == offset: a flash erase follows */
+	OTADEV_ACK_QUIET = 2, /* leave the ACK silence timer as it is */
+};
+
+/* Sends ACK(offset, limit) and (unless QUIET) arms the ACK silence timer. The limit granted is
+ * window frames beyond what is stored, never past the image. */
 static void
-otadev_ack(otadev_t *dev, int pause)
+otadev_ack(otadev_t *dev, int how)
 {
+	int pause = how & OTADEV_ACK_PAUSE;
 	uint32_t w = (uint32_t)dev->cfg->window * dev->payload;
 	uint32_t room = dev->img.size - dev->img.offset;
 	struct msg_ack a;
@@ -103,6 +109,8 @@ otadev_ack(otadev_t *dev, int pause)
 	if (a.limit > dev->granted)
 		dev->granted = a.limit;
 	otadev_send(dev, m, msg_encode_ack(&a, m, sizeof(m)));
+	if (!(how & OTADEV_ACK_QUIET))
+		otadev_ack_timer(dev);
 }
 
 /* Saves the resume state: the context's own record, whose offset never exceeds the bytes in
@@ -228,7 +236,6 @@ otadev_progress(otadev_t *dev, int save)
 		otadev_sha256_init(&dev->hash);
 	}
 	otadev_ack(dev, 0); /* at the end: limit == offset == size, the gateway stops */
-	otadev_ack_timer(dev);
 }
 
 static void
@@ -246,7 +253,8 @@ otadev_offer(otadev_t *dev, const struct msg *m)
 		dev->img.offset = 0;
 		dev->erased = 0;
 	} else if (dev->state == OTADEV_RECV || dev->state == OTADEV_VERIFY) {
-		otadev_ack(dev, 0); /* the gateway repeated its OFFER: our request was lost */
+		/* The gateway repeated its OFFER: our request was lost. */
+		otadev_ack(dev, OTADEV_ACK_QUIET);
 		return;
 	}
 	if (o->proto_version != PROTO_VERSION || o->max_payload > cfg->max_payload ||
@@ -276,7 +284,7 @@ otadev_store(otadev_t *dev, const uint8_t *p, uint32_t n)
 	uint32_t end = dev->img.offset + n;
 
 	if (cfg->flash_erase && dev->erased < end) {
-		otadev_ack(dev, 1);
+		otadev_ack(dev, OTADEV_ACK_PAUSE);
 		do {
 			if (cfg->flash_erase(cfg->user, dev->erased) != 0)
 				return -1;
@@ -293,10 +301,10 @@ otadev_data(otadev_t *dev, const struct msg_data *d)
 
 	if (dev->state != OTADEV_RECV) {
 		if (dev->state == OTADEV_VERIFY)
-			otadev_ack(dev, 0);
+			otadev_ack(dev, OTADEV_ACK_QUIET);
 		return;
 	}
-	otadev_ack_timer(dev);
+	/* Every path below ends in an ACK or RESULT, which re-arms the silence timer. */
 	if (d->len > dev->payload || end > dev->granted) {
 		/* Outside what was granted: not written; the ACK below restates the window. */
 	} else if (d->offset > offset) {
@@ -517,7 +525,6 @@ otadev_expired(otadev_t *dev)
 			break;
 		}
 		otadev_ack(dev, 0); /* VERIFY: a keepalive */
-		otadev_ack_timer(dev);
 		break;
 	default:
 		break;
@@ -561,7 +568,6 @@ otadev_rewind(otadev_t *dev, uint32_t offset, uint32_t now_ms)
 	dev->ack_flags = MSG_ACK_F_REWIND;
 	otadev_save(dev); /* the stored state must not claim the bytes about to be rewritten */
 	otadev_ack(dev, 0);
-	otadev_ack_timer(dev);
 	return 0;
 }
 
