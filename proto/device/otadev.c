@@ -444,15 +444,14 @@ otadev_check(otadev_t *dev, uint32_t now_ms)
 void
 otadev_feed(otadev_t *dev, const uint8_t *bytes, size_t n, uint32_t now_ms)
 {
-	while (n > 0 && dev->cfg->tx) {
-		const uint8_t *m = NULL;
-		size_t used = 0, mlen = 0;
+	const uint8_t *m;
+	size_t used, mlen;
 
+	if (!dev->cfg->tx)
+		return; /* a packet link */
+	for (; n > 0; bytes += used, n -= used)
 		if (frame_decoder_feed(&dev->dec, bytes, n, &used, &m, &mlen) == FRAME_MSG)
 			otadev_handle(dev, m, mlen, now_ms);
-		bytes += used;
-		n -= used;
-	}
 }
 
 void
