@@ -149,10 +149,12 @@ for cpu in cortex-m0plus cortex-m4; do
 		pending != "" && /^ +0x/ { sec = pending; addr = $1; size = $2; obj = $3; pending = "" }
 		sec != "" && size ~ /^0x/ {
 			n = hex(size); kind = sec ~ /bss|COMMON/ ? "bss" : sec ~ /^\.data/ ? "data" : "text"
-			part = obj ~ /otadev_sha256\.o/ ? "sha256" : obj ~ /(otadev|frame|crc32c|msg|ident)\.o/ ? "core" : obj ~ /stub\.o/ ? (sec ~ /footprint_ctx/ ? "context" : "") : "libc"
+			# Our objects are named $cpu-<source>.o and $cpu-<port>-stub.o; anything else
+			# (libc_nano.a(lib_a-memcpy-stub.o), libgcc.a(...)) comes from the toolchain.
+			part = obj ~ /-otadev_sha256\.o$/ ? "sha256" : obj ~ /-(otadev|frame|crc32c|msg|ident)\.o$/ ? "core" : obj ~ /-(uart|ble)-stub\.o$/ ? (sec ~ /footprint_ctx/ ? "context" : "") : "libc"
 			if (part != "")
 				sz[part, kind] += n
-			if (obj ~ /(frame|crc32c)\.o/ && n > 0)
+			if (obj ~ /-(frame|crc32c)\.o$/ && n > 0)
 				framing += n
 			sec = ""
 		}
