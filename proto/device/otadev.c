@@ -126,13 +126,17 @@ otadev_save(otadev_t *dev)
 	dev->persisted = dev->img.offset;
 }
 
+/* Measures an identity string, stopping at 255 bytes (more fails the rules anyway). A loop, not
+ * strlen: bounded, and a port need not link strlen for this alone. */
 static void
 otadev_str(struct msg_str *out, const char *s)
 {
-	size_t n = s ? strlen(s) : 0;
+	uint8_t n = 0;
 
+	while (s && n < 255 && s[n])
+		n++;
 	out->s = s;
-	out->len = (uint8_t)(n > 255 ? 255 : n); /* > 255 fails the bounds check anyway */
+	out->len = n;
 }
 
 /* Encodes this device's HELLO into m (MSG_HELLO_MAX bytes); 0 if the identity is invalid. */
