@@ -2,9 +2,8 @@
  * serves every timer because only one is ever pending: the HELLO retry, the ACK silence timer,
  * the verify keepalive, the RESULT retry or the next scheduled check. Written for code size
  * (issue 2 allows 3 KiB of flash with framing and messages): the time of the current call is
- * kept in the context rather than passed down, the image being received is kept as the resume
- * record the port persists, every message goes out through otadev_send() and every event
- * through otadev_emit(). */
+ * kept in the context rather than passed down, every message goes out through otadev_send()
+ * and every event through otadev_emit(). */
 #include "otadev.h"
 
 #include <string.h>
@@ -51,8 +50,8 @@ otadev_emit(otadev_t *dev, otadev_event_type_t type, uint8_t status, const struc
 		return 0;
 	ev.type = type;
 	ev.status = status;
-	ev.offset = dev->img.offset;
-	ev.size = dev->img.size;
+	ev.offset = dev->offset;
+	ev.size = dev->size;
 	ev.offer = m ? &m->u.offer : NULL;
 	ev.no_update = m ? &m->u.no_update : NULL;
 	ev.error = m ? &m->u.error : NULL;
@@ -98,11 +97,11 @@ otadev_ack(otadev_t *dev, int how)
 {
 	int pause = how & OTADEV_ACK_PAUSE;
 	uint32_t w = (uint32_t)dev->cfg->window * dev->payload;
-	uint32_t room = dev->img.size - dev->img.offset;
+	uint32_t room = dev->size - dev->offset;
 	struct msg_ack a;
 	uint8_t m[MSG_ACK_LEN];
 
-	a.offset = dev->img.offset;
+	a.offset = dev->offset;
 	a.limit = a.offset + (pause ? 0 : w < room ? w : room);
 	a.epoch = dev->epoch;
 	a.flags = dev->ack_flags;
@@ -113,17 +112,20 @@ otadev_ack(otadev_t *dev, int how)
 		otadev_ack_timer(dev);
 }
 
-/* Saves the resume state: the context's own record, whose offset never exceeds the bytes in
- * flash. */
+/* Saves the resume state; the stored offset never exceeds the bytes in flash. */
 static void
 otadev_save(otadev_t *dev)
 {
 	const otadev_config_t *cfg = dev->cfg;
+	otadev_resume_t st;
 
 	if (!cfg->persist_save)
 		return;
-	(void)cfg->persist_save(cfg->user, &dev->img);
-	dev->persisted = dev->img.offset;
+	memcpy(st.sha256, dev->sha256, sizeof(st.sha256));
+	st.size = dev->size;
+	st.offset = dev->offset;
+	(void)cfg->persist_save(cfg->user, &st);
+	dev->persisted = dev->offset;
 }
 
 /* Measures an identity string, stopping at 255 bytes (more fails the rules anyway). A loop, not
@@ -147,13 +149,13 @@ otadev_encode_hello(const otadev_t *dev, uint8_t *m)
 	struct msg_hello h;
 
 	h.proto_version = PROTO_VERSION;
-	h.flags = dev->img.offset ? MSG_HELLO_F_RESUME : 0;
+	h.flags = dev->offset ? MSG_HELLO_F_RESUME : 0;
 	h.caps = cfg->caps;
 	h.max_payload = cfg->max_payload;
 	h.window = cfg->window;
 	h.max_stall_ms = cfg->max_stall_ms;
-	h.resume_sha256 = dev->img.sha256;
-	h.resume_offset = dev->img.offset;
+	h.resume_sha256 = dev->sha256;
+	h.resume_offset = dev->offset;
 	otadev_str(&h.serial, cfg->serial);
 	otadev_str(&h.hardware_version, cfg->hardware_version);
 	otadev_str(&h.software_type, cfg->software_type);
@@ -202,10 +204,9 @@ otadev_send_result(otadev_t *dev)
 	uint8_t m[MSG_RESULT_FIXED + 1];
 
 	r.status = dev->status;
-	r.sha256 = dev->img.sha256;
+	r.sha256 = dev->sha256;
 	/* After a mismatch offset is back at 0, but the whole image did arrive. */
-	r.bytes_received =
-	    dev->status == MSG_STATUS_HASH_MISMATCH ? dev->img.size : dev->img.offset;
+	r.bytes_received = dev->status == MSG_STATUS_HASH_MISMATCH ? dev->size : dev->offset;
 	r.detail.len = 0;
 	otadev_send(dev, m, msg_encode_result(&r, m, sizeof(m)));
 	otadev_ack_timer(dev);
@@ -227,14 +228,14 @@ otadev_result(otadev_t *dev, uint8_t status)
 static void
 otadev_progress(otadev_t *dev, int save)
 {
-	if (save || dev->img.offset == dev->img.size ||
-	    dev->img.offset - dev->persisted >= dev->persist_every) {
+	if (save || dev->offset == dev->size ||
+	    dev->offset - dev->persisted >= dev->persist_every) {
 		otadev_save(dev);
 		(void)otadev_emit(dev, OTADEV_EV_PROGRESS, 0, NULL);
 	}
 	dev->ack_flags = 0;
 	dev->retries = 0;
-	if (dev->img.offset == dev->img.size) {
+	if (dev->offset == dev->size) {
 		dev->state = OTADEV_VERIFY;
 		dev->pos = 0;
 		otadev_sha256_init(&dev->hash);
@@ -249,12 +250,12 @@ otadev_offer(otadev_t *dev, const struct msg *m)
 	const struct msg_offer *o = &m->u.offer;
 	int status;
 
-	if (dev->img.size != o->size || memcmp(dev->img.sha256, o->sha256, PROTO_SHA256_LEN)) {
+	if (dev->size != o->size || memcmp(dev->sha256, o->sha256, PROTO_SHA256_LEN)) {
 		/* A different image: the partial one is obsolete. Flash and the stored state
 		 * change only once this one is accepted. */
-		memcpy(dev->img.sha256, o->sha256, PROTO_SHA256_LEN);
-		dev->img.size = o->size;
-		dev->img.offset = 0;
+		memcpy(dev->sha256, o->sha256, PROTO_SHA256_LEN);
+		dev->size = o->size;
+		dev->offset = 0;
 		dev->erased = 0;
 	} else if (dev->state == OTADEV_RECV || dev->state == OTADEV_VERIFY) {
 		/* The gateway repeated its OFFER: our request was lost. */
@@ -274,7 +275,7 @@ otadev_offer(otadev_t *dev, const struct msg *m)
 		return;
 	}
 	dev->payload = o->max_payload;
-	dev->granted = dev->img.offset;
+	dev->granted = dev->offset;
 	dev->state = OTADEV_RECV;
 	/* The save names the new image, or lowers a sector-rounded resume offset. */
 	otadev_progress(dev, 1);
@@ -285,7 +286,7 @@ static int
 otadev_store(otadev_t *dev, const uint8_t *p, uint32_t n)
 {
 	const otadev_config_t *cfg = dev->cfg;
-	uint32_t end = dev->img.offset + n;
+	uint32_t end = dev->offset + n;
 
 	if (cfg->flash_erase && dev->erased < end) {
 		otadev_ack(dev, OTADEV_ACK_PAUSE);
@@ -295,13 +296,13 @@ otadev_store(otadev_t *dev, const uint8_t *p, uint32_t n)
 			dev->erased += cfg->sector_size;
 		} while (dev->erased < end);
 	}
-	return cfg->flash_write(cfg->user, dev->img.offset, p, n) != 0 ? -1 : 0;
+	return cfg->flash_write(cfg->user, dev->offset, p, n) != 0 ? -1 : 0;
 }
 
 static void
 otadev_data(otadev_t *dev, const struct msg_data *d)
 {
-	uint32_t end = d->offset + d->len, offset = dev->img.offset;
+	uint32_t end = d->offset + d->len, offset = dev->offset;
 
 	if (dev->state != OTADEV_RECV) {
 		if (dev->state == OTADEV_VERIFY)
@@ -327,7 +328,7 @@ otadev_data(otadev_t *dev, const struct msg_data *d)
 			otadev_result(dev, MSG_STATUS_FLASH_ERROR);
 			return;
 		}
-		dev->img.offset = end;
+		dev->offset = end;
 		otadev_progress(dev, 0);
 		return;
 	}
@@ -369,7 +370,7 @@ otadev_handle(otadev_t *dev, const uint8_t *buf, size_t n, uint32_t now)
 		break;
 	case MSG_DONE:
 		if (dev->state == OTADEV_RESULT &&
-		    memcmp(m.u.done.sha256, dev->img.sha256, PROTO_SHA256_LEN) == 0) {
+		    memcmp(m.u.done.sha256, dev->sha256, PROTO_SHA256_LEN) == 0) {
 			(void)otadev_emit(dev, OTADEV_EV_DONE, dev->status, NULL);
 			otadev_idle(dev, dev->cfg->check_s);
 		}
@@ -386,6 +387,7 @@ otadev_setup(otadev_t *dev, const otadev_config_t *cfg, int bad,
     void (*send)(const otadev_t *, const uint8_t *, size_t))
 {
 	uint8_t m[MSG_HELLO_MAX];
+	otadev_resume_t st;
 	uint32_t sector = cfg->flash_erase ? cfg->sector_size : 1;
 
 	memset(dev, 0, sizeof(*dev));
@@ -403,14 +405,13 @@ otadev_setup(otadev_t *dev, const otadev_config_t *cfg, int bad,
 	dev->verify_step = cfg->verify_step ? cfg->verify_step : OTADEV_VERIFY_STEP;
 	dev->persist_every =
 	    cfg->persist_interval ? cfg->persist_interval : OTADEV_PERSIST_INTERVAL;
-	if (cfg->persist_load && cfg->persist_load(cfg->user, &dev->img) == 0 &&
-	    dev->img.offset <= dev->img.size) {
-		dev->persisted = dev->img.offset;
+	if (cfg->persist_load && cfg->persist_load(cfg->user, &st) == 0 && st.offset <= st.size) {
+		memcpy(dev->sha256, st.sha256, PROTO_SHA256_LEN);
+		dev->size = st.size;
+		dev->persisted = st.offset;
 		/* The sector holding the resume offset may be partly written: it is erased and
 		 * fetched again rather than programmed twice. */
-		dev->img.offset = dev->erased = dev->img.offset & ~(sector - 1);
-	} else {
-		memset(&dev->img, 0, sizeof(dev->img)); /* whatever a failed load left */
+		dev->offset = dev->erased = st.offset & ~(sector - 1);
 	}
 	return 0;
 }
@@ -471,8 +472,8 @@ otadev_verify(otadev_t *dev)
 	uint32_t budget = dev->verify_step;
 	uint8_t buf[64];
 
-	while (budget > 0 && dev->pos < dev->img.size) {
-		uint32_t n = dev->img.size - dev->pos;
+	while (budget > 0 && dev->pos < dev->size) {
+		uint32_t n = dev->size - dev->pos;
 
 		if (n > sizeof(buf))
 			n = sizeof(buf);
@@ -484,16 +485,16 @@ otadev_verify(otadev_t *dev)
 		dev->pos += n;
 		budget = budget > n ? budget - n : 0;
 	}
-	if (dev->pos < dev->img.size)
+	if (dev->pos < dev->size)
 		return;
 	otadev_sha256_final(&dev->hash, buf);
-	if (memcmp(buf, dev->img.sha256, PROTO_SHA256_LEN) == 0) {
+	if (memcmp(buf, dev->sha256, PROTO_SHA256_LEN) == 0) {
 		otadev_result(dev, MSG_STATUS_OK);
 		return;
 	}
 	/* Nothing stored can be trusted: the next attempt starts from 0. */
 	otadev_result(dev, MSG_STATUS_HASH_MISMATCH);
-	dev->img.offset = dev->erased = 0;
+	dev->offset = dev->erased = 0;
 	otadev_save(dev);
 }
 
@@ -555,16 +556,16 @@ otadev_rewind(otadev_t *dev, uint32_t offset, uint32_t now_ms)
 {
 	const otadev_config_t *cfg = dev->cfg;
 
-	if ((dev->state != OTADEV_RECV && dev->state != OTADEV_VERIFY) || offset > dev->img.offset)
+	if ((dev->state != OTADEV_RECV && dev->state != OTADEV_VERIFY) || offset > dev->offset)
 		return OTADEV_ERR_STATE;
 	if (cfg->flash_erase)
 		offset &= ~(cfg->sector_size - 1);
-	if (offset == dev->img.offset)
+	if (offset == dev->offset)
 		return OTADEV_ERR_STATE; /* nothing to fetch again */
 	if (cfg->flash_erase)
 		dev->erased = offset;
 	dev->now = now_ms;
-	dev->img.offset = offset;
+	dev->offset = offset;
 	dev->state = OTADEV_RECV;
 	dev->retries = 0;
 	dev->epoch++;

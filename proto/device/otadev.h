@@ -146,10 +146,12 @@ typedef struct otadev {
 	uint32_t erased;    /* a sector boundary: writing at or past it needs an erase first */
 	uint32_t persisted; /* the offset last saved */
 	uint32_t persist_every;
-	uint32_t deadline;   /* when poll has work (timers) */
-	uint32_t backoff;    /* current HELLO retry interval */
-	uint32_t pos;        /* verify pass: bytes hashed */
-	otadev_resume_t img; /* the image (size 0: none) and the bytes of it stored */
+	uint32_t deadline; /* when poll has work (timers) */
+	uint32_t backoff;  /* current HELLO retry interval */
+	uint32_t pos;      /* verify pass: bytes hashed */
+	uint32_t size;     /* the image (0: none) */
+	uint32_t offset;   /* bytes of it stored */
+	uint8_t sha256[PROTO_SHA256_LEN];
 	/* Frames (stream) or hands over (packet) one message: set by the init function, so a
 	 * port that calls otadev_init_packet() links no framing code. */
 	void (*send)(const struct otadev *dev, const uint8_t *msg, size_t n);
