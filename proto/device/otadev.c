@@ -168,10 +168,11 @@ otadev_encode_hello(const otadev_t *dev, uint8_t *m)
 static void
 otadev_hello(otadev_t *dev, int send, uint32_t wait)
 {
-	uint8_t m[MSG_HELLO_MAX];
+	if (send) {
+		uint8_t m[MSG_HELLO_MAX];
 
-	if (send)
 		otadev_send(dev, m, otadev_encode_hello(dev, m));
+	}
 	dev->state = OTADEV_HELLO;
 	otadev_timer(dev, wait > dev->backoff ? wait : dev->backoff);
 	dev->backoff *= 2;

@@ -6,8 +6,9 @@
  * Porting (docs/porting.md has a complete UART super-loop example):
  *  1. Fill an otadev_config_t (it may live in flash as const): identity strings, rx/tx buffers,
  *     link limits, and callbacks. Every callback gets cfg->user as its first argument.
- *  2. otadev_init() once, then otadev_check() whenever the application wants to look for an
- *     update (at boot, on a button, on a schedule; it re-checks by itself when cfg->check_s > 0).
+ *  2. otadev_init() once (or otadev_init_packet() on a packet link, which links no framing),
+ *     then otadev_check() whenever the application wants to look for an update (at boot, on a
+ *     button, on a schedule; it re-checks by itself when cfg->check_s > 0).
  *  3. Feed received bytes with otadev_feed() (stream links: UART, TCP) or each received packet
  *     with otadev_packet() (BLE), and call otadev_poll() at least every otadev_poll()'s return
  *     value in ms. All calls for one context come from one thread (or one super-loop).
