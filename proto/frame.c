@@ -8,6 +8,10 @@
 /* A COBS block holds at most 254 data bytes; code 0xFF marks a full block with no implied zero. */
 #define FRAME_COBS_FULL 0xff
 
+/* CRC-32C over a message followed by its own CRC (little-endian) always gives this residue, so
+ * the decoder checks a frame in one pass without reassembling the stored CRC. */
+#define FRAME_CRC_RESIDUE 0x48674bc7u
+
 size_t
 frame_encode(const uint8_t *msg, size_t len, uint8_t *out, size_t cap)
 {
@@ -15,7 +19,6 @@ frame_encode(const uint8_t *msg, size_t len, uint8_t *out, size_t cap)
 	uint32_t crc;
 	size_t total = len + FRAME_CRC_LEN;
 	size_t code_pos = 0, o = 1, i;
-	uint8_t code = 1;
 
 	if (len == 0 || len > FRAME_MSG_MAX || cap < 2)
 		return 0;
@@ -25,32 +28,30 @@ frame_encode(const uint8_t *msg, size_t len, uint8_t *out, size_t cap)
 	crc_le[2] = (uint8_t)(crc >> 16);
 	crc_le[3] = (uint8_t)(crc >> 24);
 
-	/* out[code_pos] is reserved for the code byte of the block being filled. */
+	/* out[code_pos] is reserved for the code byte of the block being filled; the code is the
+	 * block's length including that byte, o - code_pos. */
 	for (i = 0; i < total; i++) {
 		uint8_t b = i < len ? msg[i] : crc_le[i - len];
 
-		if (code == FRAME_COBS_FULL) {
+		if (o - code_pos == FRAME_COBS_FULL) {
 			/* Start the next block only when data follows: the minimal encoding. */
-			out[code_pos] = code;
+			out[code_pos] = FRAME_COBS_FULL;
 			if (o >= cap)
 				return 0;
 			code_pos = o++;
-			code = 1;
 		}
 		if (b == 0) {
-			out[code_pos] = code;
+			out[code_pos] = (uint8_t)(o - code_pos);
 			if (o >= cap)
 				return 0;
 			code_pos = o++;
-			code = 1;
 		} else {
 			if (o >= cap)
 				return 0;
 			out[o++] = b;
-			code++;
 		}
 	}
-	out[code_pos] = code;
+	out[code_pos] = (uint8_t)(o - code_pos);
 	if (o >= cap)
 		return 0;
 	out[o++] = 0;
@@ -69,42 +70,24 @@ frame_decoder_init(struct frame_decoder *d, uint8_t *buf, size_t cap)
 	d->bytes = 0;
 }
 
-/* Appends one decoded byte; on overflow switches to discarding up to the next delimiter. */
-static void
-frame_put(struct frame_decoder *d, uint8_t b)
-{
-	if (d->len >= d->cap) {
-		d->skipping = 1;
-		return;
-	}
-	d->buf[d->len++] = b;
-}
-
 /* Judges the frame that a delimiter just ended and returns the decoder to "between frames". */
 static enum frame_result
 frame_end(struct frame_decoder *d, const uint8_t **msg, size_t *msg_len)
 {
-	enum frame_result res;
+	enum frame_result res = FRAME_ERR_OVERSIZE;
 
 	if (d->skipping) {
-		res = FRAME_ERR_OVERSIZE;
+		/* res is set */
 	} else if (d->left != 0) {
 		res = FRAME_ERR_COBS; /* the delimiter came inside a block */
 	} else if (d->len < 1 + FRAME_CRC_LEN) {
 		res = FRAME_ERR_SHORT;
+	} else if (crc32c(0, d->buf, d->len) != FRAME_CRC_RESIDUE) {
+		res = FRAME_ERR_CRC;
 	} else {
-		size_t n = d->len - FRAME_CRC_LEN;
-		const uint8_t *c = d->buf + n;
-		uint32_t want = (uint32_t)c[0] | (uint32_t)c[1] << 8 | (uint32_t)c[2] << 16 |
-				(uint32_t)c[3] << 24;
-
-		if (crc32c(0, d->buf, n) != want) {
-			res = FRAME_ERR_CRC;
-		} else {
-			*msg = d->buf;
-			*msg_len = n;
-			res = FRAME_MSG;
-		}
+		*msg = d->buf;
+		*msg_len = d->len - FRAME_CRC_LEN;
+		res = FRAME_MSG;
 	}
 	d->code = 0;
 	d->left = 0;
@@ -121,8 +104,9 @@ frame_decoder_feed(struct frame_decoder *d, const uint8_t *in, size_t n, size_t 
 	for (i = 0; i < n; i++) {
 		uint8_t b = in[i];
 
-		if (d->code == 0 && !d->skipping) {
-			/* Between frames: a 0x00 here is an empty frame (a sender's flush). */
+		/* Between frames (an oversize frame being skipped still has its code): a 0x00
+		 * here is an empty frame, a sender's flush. */
+		if (d->code == 0) {
 			if (b == 0)
 				continue;
 			d->len = 0;
@@ -134,19 +118,26 @@ frame_decoder_feed(struct frame_decoder *d, const uint8_t *in, size_t n, size_t 
 		}
 		if (d->bytes != UINT32_MAX)
 			d->bytes++;
-		if (d->skipping)
-			continue;
 		if (d->left == 0) {
 			/* A code byte. The previous block, unless full, ended with an implied zero,
 			 * which is real only now that another block follows. */
-			if (d->code != 0 && d->code != FRAME_COBS_FULL)
-				frame_put(d, 0);
+			int zero = d->code != 0 && d->code != FRAME_COBS_FULL;
+
 			d->code = b;
 			d->left = (uint8_t)(b - 1);
+			if (!zero)
+				continue;
+			b = 0;
 		} else {
-			frame_put(d, b);
 			d->left--;
 		}
+		/* Stores one decoded byte; on overflow, discards up to the next delimiter. */
+		if (d->skipping)
+			continue;
+		if (d->len >= d->cap)
+			d->skipping = 1;
+		else
+			d->buf[d->len++] = b;
 	}
 	*consumed = n;
 	return FRAME_NONE;

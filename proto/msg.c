@@ -5,49 +5,25 @@
 
 #include <string.h>
 
-/* A cursor over the input. Reads past the end set err and return zeros, so a decoder can read
- * all its fields and check once. */
-struct msg_rd {
-	const uint8_t *p;
-	size_t left;
-	int short_read;
-};
-
-static const uint8_t *
-msg_rd_bytes(struct msg_rd *r, size_t n)
-{
-	const uint8_t *p = r->p;
-
-	if (r->short_read || r->left < n) {
-		r->short_read = 1;
-		return NULL;
-	}
-	r->p += n;
-	r->left -= n;
-	return p;
-}
-
-/* A little-endian unsigned field of n (1, 2 or 4) bytes; 0 past the end. */
+/* A little-endian unsigned field of n (1, 2 or 4) bytes at p; the caller checked the length. */
 static uint32_t
-msg_rd_le(struct msg_rd *r, size_t n)
+msg_le(const uint8_t *p, size_t n)
 {
-	const uint8_t *p = msg_rd_bytes(r, n);
 	uint32_t v = 0;
 
-	while (p && n--)
+	while (n--)
 		v = v << 8 | p[n];
 	return v;
 }
 
-#define msg_rd_u8(r)  ((uint8_t)msg_rd_le(r, 1))
-#define msg_rd_u16(r) ((uint16_t)msg_rd_le(r, 2))
-#define msg_rd_u32(r) msg_rd_le(r, 4)
-
-static void
-msg_rd_str(struct msg_rd *r, struct msg_str *s)
+/* Decodes the string whose length byte is buf[at] (at < len) into *s; MSG_ERR_TRUNCATED if it
+ * runs past len. */
+static enum msg_err
+msg_str_at(const uint8_t *buf, size_t len, size_t at, struct msg_str *s)
 {
-	s->len = msg_rd_u8(r);
-	s->s = (const char *)msg_rd_bytes(r, s->len);
+	s->len = buf[at];
+	s->s = (const char *)buf + at + 1;
+	return len - at - 1 < s->len ? MSG_ERR_TRUNCATED : MSG_OK;
 }
 
 /* Free text may be empty; otherwise it follows the identity text rule. */
@@ -55,6 +31,12 @@ static int
 msg_text_ok(const struct msg_str *s, size_t max)
 {
 	return s->len == 0 || ident_text_valid(s->s, s->len, max);
+}
+
+static enum msg_err
+msg_check_text(const struct msg_str *s, size_t max)
+{
+	return msg_text_ok(s, max) ? MSG_OK : MSG_ERR_TEXT;
 }
 
 static enum msg_err
@@ -101,120 +83,122 @@ msg_check_data(const struct msg_data *d)
 	return MSG_OK;
 }
 
+/* Decoders read fixed fields at their offsets once the fixed part is known to be there, then
+ * the variable strings, each checked against what is left. */
+
 enum msg_err
 msg_decode_to_gateway(const uint8_t *buf, size_t len, struct msg *m)
 {
-	struct msg_rd r;
+	/* Fixed part of each message (type byte included), by type - MSG_HELLO. */
+	static const uint8_t fixed[] = {MSG_HELLO_FIXED, MSG_ACK_LEN, MSG_RESULT_FIXED + 1};
+	struct msg_hello *h = &m->u.hello;
+	struct msg_str *strs[4];
+	size_t at, i;
 	enum msg_err e = MSG_OK;
+	unsigned t;
 
 	if (len == 0)
 		return MSG_ERR_EMPTY;
-	r.p = buf + 1;
-	r.left = len - 1;
-	r.short_read = 0;
+	t = (uint8_t)(buf[0] - MSG_HELLO);
+	if (t >= sizeof(fixed))
+		return MSG_ERR_UNKNOWN_TYPE;
+	if (len < fixed[t])
+		return MSG_ERR_TRUNCATED;
 	m->type = buf[0];
 	switch (buf[0]) {
-	case MSG_HELLO: {
-		struct msg_hello *h = &m->u.hello;
-
-		h->proto_version = msg_rd_u8(&r);
-		h->flags = msg_rd_u8(&r);
-		h->caps = msg_rd_u16(&r);
-		h->max_payload = msg_rd_u16(&r);
-		h->window = msg_rd_u8(&r);
-		h->max_stall_ms = msg_rd_u16(&r);
+	case MSG_HELLO:
+		h->proto_version = buf[1];
+		h->flags = buf[2];
+		h->caps = (uint16_t)msg_le(buf + 3, 2);
+		h->max_payload = (uint16_t)msg_le(buf + 5, 2);
+		h->window = buf[7];
+		h->max_stall_ms = (uint16_t)msg_le(buf + 8, 2);
 		h->resume_sha256 = NULL;
 		h->resume_offset = 0;
+		at = MSG_HELLO_FIXED;
 		if (h->flags & MSG_HELLO_F_RESUME) {
-			h->resume_sha256 = msg_rd_bytes(&r, PROTO_SHA256_LEN);
-			h->resume_offset = msg_rd_u32(&r);
+			if (len < MSG_HELLO_FIXED + MSG_HELLO_RESUME)
+				return MSG_ERR_TRUNCATED;
+			h->resume_sha256 = buf + at;
+			h->resume_offset = msg_le(buf + at + PROTO_SHA256_LEN, 4);
+			at += MSG_HELLO_RESUME;
 		}
-		msg_rd_str(&r, &h->serial);
-		msg_rd_str(&r, &h->hardware_version);
-		msg_rd_str(&r, &h->software_type);
-		msg_rd_str(&r, &h->current_version);
-		if (!r.short_read)
-			e = msg_check_hello(h);
-		break;
-	}
+		/* The four identity strings follow one another. */
+		strs[0] = &h->serial;
+		strs[1] = &h->hardware_version;
+		strs[2] = &h->software_type;
+		strs[3] = &h->current_version;
+		for (i = 0; i < 4 && e == MSG_OK; i++) {
+			if (at >= len)
+				return MSG_ERR_TRUNCATED;
+			e = msg_str_at(buf, len, at, strs[i]);
+			at += 1u + strs[i]->len;
+		}
+		return e ? e : msg_check_hello(h);
 	case MSG_ACK:
-		m->u.ack.offset = msg_rd_u32(&r);
-		m->u.ack.limit = msg_rd_u32(&r);
-		m->u.ack.epoch = msg_rd_u8(&r);
-		m->u.ack.flags = msg_rd_u8(&r);
-		if (m->u.ack.limit < m->u.ack.offset)
-			e = MSG_ERR_OFFSET;
-		break;
-	case MSG_RESULT:
-		m->u.result.status = msg_rd_u8(&r);
-		m->u.result.sha256 = msg_rd_bytes(&r, PROTO_SHA256_LEN);
-		m->u.result.bytes_received = msg_rd_u32(&r);
-		msg_rd_str(&r, &m->u.result.detail);
-		if (!r.short_read && !msg_text_ok(&m->u.result.detail, MSG_DETAIL_MAX))
-			e = MSG_ERR_TEXT;
-		break;
-	default:
-		return MSG_ERR_UNKNOWN_TYPE;
+		m->u.ack.offset = msg_le(buf + 1, 4);
+		m->u.ack.limit = msg_le(buf + 5, 4);
+		m->u.ack.epoch = buf[9];
+		m->u.ack.flags = buf[10];
+		return m->u.ack.limit < m->u.ack.offset ? MSG_ERR_OFFSET : MSG_OK;
+	default: /* MSG_RESULT */
+		m->u.result.status = buf[1];
+		m->u.result.sha256 = buf + 2;
+		m->u.result.bytes_received = msg_le(buf + 2 + PROTO_SHA256_LEN, 4);
+		e = msg_str_at(buf, len, MSG_RESULT_FIXED, &m->u.result.detail);
+		return e ? e : msg_check_text(&m->u.result.detail, MSG_DETAIL_MAX);
 	}
-	return r.short_read ? MSG_ERR_TRUNCATED : e;
 }
 
 enum msg_err
 msg_decode_to_device(const uint8_t *buf, size_t len, struct msg *m)
 {
-	struct msg_rd r;
-	enum msg_err e = MSG_OK;
+	/* Fixed part of each message (type byte included), by type - MSG_OFFER. */
+	static const uint8_t fixed[] = {MSG_OFFER_FIXED + 1, MSG_NO_UPDATE_FIXED + 1,
+	    MSG_ERROR_FIXED + 1, MSG_DATA_HEADER, MSG_DONE_LEN, MSG_SOLICIT_LEN};
+	enum msg_err e;
+	unsigned t;
 
 	if (len == 0)
 		return MSG_ERR_EMPTY;
-	r.p = buf + 1;
-	r.left = len - 1;
-	r.short_read = 0;
+	t = (uint8_t)(buf[0] - MSG_OFFER);
+	if (t >= sizeof(fixed))
+		return MSG_ERR_UNKNOWN_TYPE;
+	if (len < fixed[t])
+		return MSG_ERR_TRUNCATED;
 	m->type = buf[0];
 	switch (buf[0]) {
 	case MSG_OFFER:
-		m->u.offer.proto_version = msg_rd_u8(&r);
-		m->u.offer.flags = msg_rd_u8(&r);
-		m->u.offer.size = msg_rd_u32(&r);
-		m->u.offer.sha256 = msg_rd_bytes(&r, PROTO_SHA256_LEN);
-		m->u.offer.max_payload = msg_rd_u16(&r);
-		msg_rd_str(&r, &m->u.offer.target_version);
-		if (!r.short_read)
-			e = msg_check_offer(&m->u.offer);
-		break;
+		m->u.offer.proto_version = buf[1];
+		m->u.offer.flags = buf[2];
+		m->u.offer.size = msg_le(buf + 3, 4);
+		m->u.offer.sha256 = buf + 7;
+		m->u.offer.max_payload = (uint16_t)msg_le(buf + 7 + PROTO_SHA256_LEN, 2);
+		e = msg_str_at(buf, len, MSG_OFFER_FIXED, &m->u.offer.target_version);
+		return e ? e : msg_check_offer(&m->u.offer);
 	case MSG_NO_UPDATE:
-		m->u.no_update.recheck_s = msg_rd_u32(&r);
-		msg_rd_str(&r, &m->u.no_update.reason);
-		if (!r.short_read && !msg_text_ok(&m->u.no_update.reason, MSG_REASON_MAX))
-			e = MSG_ERR_TEXT;
-		break;
+		m->u.no_update.recheck_s = msg_le(buf + 1, 4);
+		e = msg_str_at(buf, len, MSG_NO_UPDATE_FIXED, &m->u.no_update.reason);
+		return e ? e : msg_check_text(&m->u.no_update.reason, MSG_REASON_MAX);
 	case MSG_ERROR:
-		m->u.error.code = msg_rd_u8(&r);
-		m->u.error.retry_after_s = msg_rd_u32(&r);
-		msg_rd_str(&r, &m->u.error.message);
-		if (!r.short_read && !msg_text_ok(&m->u.error.message, MSG_ERROR_TEXT_MAX))
-			e = MSG_ERR_TEXT;
-		break;
+		m->u.error.code = buf[1];
+		m->u.error.retry_after_s = msg_le(buf + 2, 4);
+		e = msg_str_at(buf, len, MSG_ERROR_FIXED, &m->u.error.message);
+		return e ? e : msg_check_text(&m->u.error.message, MSG_ERROR_TEXT_MAX);
 	case MSG_DATA:
-		m->u.data.offset = msg_rd_u32(&r);
-		if (r.short_read)
-			break;
 		/* The payload runs to the end of the message; bound it before narrowing. */
-		if (r.left == 0 || r.left > PROTO_PAYLOAD_MAX)
+		m->u.data.offset = msg_le(buf + 1, 4);
+		if (len == MSG_DATA_HEADER || len > MSG_DATA_MAX)
 			return MSG_ERR_PAYLOAD;
-		m->u.data.payload = r.p;
-		m->u.data.len = (uint16_t)r.left;
-		e = msg_check_data(&m->u.data);
-		break;
+		m->u.data.payload = buf + MSG_DATA_HEADER;
+		m->u.data.len = (uint16_t)(len - MSG_DATA_HEADER);
+		return msg_check_data(&m->u.data);
 	case MSG_DONE:
-		m->u.done.sha256 = msg_rd_bytes(&r, PROTO_SHA256_LEN);
-		break;
-	case MSG_SOLICIT:
-		break;
-	default:
-		return MSG_ERR_UNKNOWN_TYPE;
+		m->u.done.sha256 = buf + 1;
+		return MSG_OK;
+	default: /* MSG_SOLICIT */
+		return MSG_OK;
 	}
-	return r.short_read ? MSG_ERR_TRUNCATED : e;
 }
 
 enum msg_err

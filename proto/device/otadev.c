@@ -1,7 +1,9 @@
 /* otadev: the device's state machine (docs/PROTOCOL.md, "Device state machine"). One deadline
  * serves every timer because only one is ever pending: the HELLO retry, the ACK silence timer,
- * the verify keepalive, the RESULT retry or the next scheduled check. Written for code size:
- * every message goes out through otadev_send() and every event through otadev_emit(). */
+ * the verify keepalive, the RESULT retry or the next scheduled check. Written for code size
+ * (issue 2 allows 3 KiB of flash with framing and messages): the time of the current call is
+ * kept in the context rather than passed down, every message goes out through otadev_send()
+ * and every event through otadev_emit(). */
 #include "otadev.h"
 
 #include <string.h>
@@ -15,18 +17,19 @@ enum {
 	OTADEV_STOPPED, /* otadev_stop(): silent until otadev_check() */
 };
 
+/* Arms the one timer ms from now. */
 static void
-otadev_timer(otadev_t *dev, uint32_t now, uint32_t ms)
+otadev_timer(otadev_t *dev, uint32_t ms)
 {
-	dev->deadline = now + ms;
+	dev->deadline = dev->now + ms;
 	dev->has_deadline = 1;
 }
 
 /* Arms the ACK silence timer, which is also the verify keepalive and the RESULT retry. */
 static void
-otadev_ack_timer(otadev_t *dev, uint32_t now)
+otadev_ack_timer(otadev_t *dev)
 {
-	otadev_timer(dev, now, dev->ack_ms);
+	otadev_timer(dev, dev->ack_ms);
 }
 
 /* Seconds from the gateway to ms, bounded so deadlines stay in the wrap-safe range. */
@@ -40,9 +43,10 @@ otadev_secs(uint32_t s)
 static int
 otadev_emit(otadev_t *dev, otadev_event_type_t type, uint8_t status, const struct msg *m)
 {
+	const otadev_config_t *cfg = dev->cfg;
 	otadev_event_t ev;
 
-	if (!dev->cfg->event)
+	if (!cfg->event)
 		return 0;
 	ev.type = type;
 	ev.status = status;
@@ -51,68 +55,90 @@ otadev_emit(otadev_t *dev, otadev_event_type_t type, uint8_t status, const struc
 	ev.offer = m ? &m->u.offer : NULL;
 	ev.no_update = m ? &m->u.no_update : NULL;
 	ev.error = m ? &m->u.error : NULL;
-	return dev->cfg->event(dev->cfg->user, &ev);
+	return cfg->event(cfg->user, &ev);
 }
 
-/* Sends one message: as one packet, or framed behind a delimiter that flushes line noise. A
- * failed send is a lost message, which the protocol's retries recover. */
+/* Senders behind dev->send. A failed send is a lost message, which the protocol's retries
+ * recover. A stream frame goes out behind a delimiter that flushes line noise. */
 static void
-otadev_send(otadev_t *dev, const uint8_t *m, size_t n)
+otadev_send_frame(const otadev_t *dev, const uint8_t *m, size_t n)
 {
 	const otadev_config_t *cfg = dev->cfg;
 
-	if (n == 0)
-		return;
-	if (cfg->tx_packet) {
-		(void)cfg->tx_packet(cfg->user, m, n);
-		return;
-	}
 	cfg->tx_buf[0] = 0;
 	n = frame_encode(m, n, cfg->tx_buf + 1, cfg->tx_cap - 1);
 	if (n)
 		(void)cfg->tx(cfg->user, cfg->tx_buf, n + 1);
 }
 
-/* Sends ACK(offset, limit). The limit granted is window frames beyond what is stored, never
- * past the image; pause passes limit == offset (a flash erase follows). */
 static void
-otadev_ack(otadev_t *dev, int pause)
+otadev_send_packet(const otadev_t *dev, const uint8_t *m, size_t n)
 {
-	uint32_t w = (uint32_t)dev->cfg->window * dev->payload, room = dev->size - dev->offset;
+	(void)dev->cfg->tx_packet(dev->cfg->user, m, n);
+}
+
+/* Sends one encoded message; n == 0 (the encoder refused) sends nothing. */
+static void
+otadev_send(otadev_t *dev, const uint8_t *m, size_t n)
+{
+	if (n)
+		dev->send(dev, m, n);
+}
+
+enum {
+	OTADEV_ACK_PAUSE = 1, /* limit == offset: a flash erase follows */
+	OTADEV_ACK_QUIET = 2, /* leave the ACK silence timer as it is */
+};
+
+/* Sends ACK(offset, limit) and (unless QUIET) arms the ACK silence timer. The limit granted is
+ * window frames beyond what is stored, never past the image. */
+static void
+otadev_ack(otadev_t *dev, int how)
+{
+	int pause = how & OTADEV_ACK_PAUSE;
+	uint32_t w = (uint32_t)dev->cfg->window * dev->payload;
+	uint32_t room = dev->size - dev->offset;
 	struct msg_ack a;
 	uint8_t m[MSG_ACK_LEN];
 
 	a.offset = dev->offset;
-	a.limit = dev->offset + (pause ? 0 : w < room ? w : room);
+	a.limit = a.offset + (pause ? 0 : w < room ? w : room);
 	a.epoch = dev->epoch;
 	a.flags = dev->ack_flags;
 	if (a.limit > dev->granted)
 		dev->granted = a.limit;
 	otadev_send(dev, m, msg_encode_ack(&a, m, sizeof(m)));
+	if (!(how & OTADEV_ACK_QUIET))
+		otadev_ack_timer(dev);
 }
 
 /* Saves the resume state; the stored offset never exceeds the bytes in flash. */
 static void
 otadev_save(otadev_t *dev)
 {
+	const otadev_config_t *cfg = dev->cfg;
 	otadev_resume_t st;
 
-	if (!dev->cfg->persist_save)
+	if (!cfg->persist_save)
 		return;
 	memcpy(st.sha256, dev->sha256, sizeof(st.sha256));
 	st.size = dev->size;
 	st.offset = dev->offset;
-	(void)dev->cfg->persist_save(dev->cfg->user, &st);
+	(void)cfg->persist_save(cfg->user, &st);
 	dev->persisted = dev->offset;
 }
 
+/* Measures an identity string, stopping at 255 bytes (more fails the rules anyway). A loop, not
+ * strlen: bounded, and a port need not link strlen for this alone. */
 static void
 otadev_str(struct msg_str *out, const char *s)
 {
-	size_t n = s ? strlen(s) : 0;
+	uint8_t n = 0;
 
+	while (s && n < 255 && s[n])
+		n++;
 	out->s = s;
-	out->len = (uint8_t)(n > 255 ? 255 : n); /* > 255 fails the bounds check anyway */
+	out->len = n;
 }
 
 /* Encodes this device's HELLO into m (MSG_HELLO_MAX bytes); 0 if the identity is invalid. */
@@ -137,38 +163,43 @@ otadev_encode_hello(const otadev_t *dev, uint8_t *m)
 	return msg_encode_hello(&h, m, MSG_HELLO_MAX);
 }
 
-/* Waits for the HELLO retry: at least wait ms, and the backoff, which doubles up to its cap. */
+/* Sends HELLO (unless send is 0) and waits for its retry: at least wait ms, and the backoff,
+ * which doubles up to its cap. */
 static void
-otadev_retry(otadev_t *dev, uint32_t now, uint32_t wait)
+otadev_hello(otadev_t *dev, int send, uint32_t wait)
 {
+	if (send) {
+		uint8_t m[MSG_HELLO_MAX];
+
+		otadev_send(dev, m, otadev_encode_hello(dev, m));
+	}
 	dev->state = OTADEV_HELLO;
-	otadev_timer(dev, now, wait > dev->backoff ? wait : dev->backoff);
+	otadev_timer(dev, wait > dev->backoff ? wait : dev->backoff);
 	dev->backoff *= 2;
 	if (dev->backoff > OTADEV_HELLO_RETRY_MAX_MS)
 		dev->backoff = OTADEV_HELLO_RETRY_MAX_MS;
 }
 
+/* Starts an exchange: HELLO now, then retries with backoff from its start value. */
 static void
-otadev_hello(otadev_t *dev, uint32_t now)
+otadev_start(otadev_t *dev)
 {
-	uint8_t m[MSG_HELLO_MAX];
-
-	otadev_send(dev, m, otadev_encode_hello(dev, m));
-	otadev_retry(dev, now, 0);
+	dev->backoff = OTADEV_HELLO_RETRY_MS;
+	otadev_hello(dev, 1, 0);
 }
 
 /* Goes idle until the next check, s seconds from now (0: when the application asks). */
 static void
-otadev_idle(otadev_t *dev, uint32_t now, uint32_t s)
+otadev_idle(otadev_t *dev, uint32_t s)
 {
 	dev->state = OTADEV_IDLE;
 	dev->has_deadline = 0;
 	if (s)
-		otadev_timer(dev, now, otadev_secs(s));
+		otadev_timer(dev, otadev_secs(s));
 }
 
 static void
-otadev_send_result(otadev_t *dev, uint32_t now)
+otadev_send_result(otadev_t *dev)
 {
 	struct msg_result r;
 	uint8_t m[MSG_RESULT_FIXED + 1];
@@ -179,23 +210,30 @@ otadev_send_result(otadev_t *dev, uint32_t now)
 	r.bytes_received = dev->status == MSG_STATUS_HASH_MISMATCH ? dev->size : dev->offset;
 	r.detail.len = 0;
 	otadev_send(dev, m, msg_encode_result(&r, m, sizeof(m)));
-	otadev_ack_timer(dev, now);
+	otadev_ack_timer(dev);
 }
 
 static void
-otadev_result(otadev_t *dev, uint8_t status, uint32_t now)
+otadev_result(otadev_t *dev, uint8_t status)
 {
 	dev->state = OTADEV_RESULT;
 	dev->status = status;
 	dev->retries = 0;
 	(void)otadev_emit(dev, OTADEV_EV_RESULT, status, NULL);
-	otadev_send_result(dev, now);
+	otadev_send_result(dev);
 }
 
-/* Grants the next window (or, with every byte stored, starts the verify pass). */
+/* Stored bytes moved on (or a transfer starts, save): persists and reports them every
+ * persist_every bytes and at the end, then grants the next window (or, with every byte stored,
+ * starts the verify pass). */
 static void
-otadev_progress(otadev_t *dev, uint32_t now)
+otadev_progress(otadev_t *dev, int save)
 {
+	if (save || dev->offset == dev->size ||
+	    dev->offset - dev->persisted >= dev->persist_every) {
+		otadev_save(dev);
+		(void)otadev_emit(dev, OTADEV_EV_PROGRESS, 0, NULL);
+	}
 	dev->ack_flags = 0;
 	dev->retries = 0;
 	if (dev->offset == dev->size) {
@@ -204,17 +242,16 @@ otadev_progress(otadev_t *dev, uint32_t now)
 		otadev_sha256_init(&dev->hash);
 	}
 	otadev_ack(dev, 0); /* at the end: limit == offset == size, the gateway stops */
-	otadev_ack_timer(dev, now);
 }
 
 static void
-otadev_offer(otadev_t *dev, const struct msg *m, uint32_t now)
+otadev_offer(otadev_t *dev, const struct msg *m)
 {
 	const otadev_config_t *cfg = dev->cfg;
 	const struct msg_offer *o = &m->u.offer;
-	int status = 0;
+	int status;
 
-	if (dev->size != o->size || memcmp(dev->sha256, o->sha256, PROTO_SHA256_LEN) != 0) {
+	if (dev->size != o->size || memcmp(dev->sha256, o->sha256, PROTO_SHA256_LEN)) {
 		/* A different image: the partial one is obsolete. Flash and the stored state
 		 * change only once this one is accepted. */
 		memcpy(dev->sha256, o->sha256, PROTO_SHA256_LEN);
@@ -222,7 +259,8 @@ otadev_offer(otadev_t *dev, const struct msg *m, uint32_t now)
 		dev->offset = 0;
 		dev->erased = 0;
 	} else if (dev->state == OTADEV_RECV || dev->state == OTADEV_VERIFY) {
-		otadev_ack(dev, 0); /* the gateway repeated its OFFER: our request was lost */
+		/* The gateway repeated its OFFER: our request was lost. */
+		otadev_ack(dev, OTADEV_ACK_QUIET);
 		return;
 	}
 	if (o->proto_version != PROTO_VERSION || o->max_payload > cfg->max_payload ||
@@ -234,15 +272,14 @@ otadev_offer(otadev_t *dev, const struct msg *m, uint32_t now)
 		status = otadev_emit(dev, OTADEV_EV_OFFER, 0, m);
 	if (status) {
 		otadev_result(
-		    dev, status < 0 || status > 255 ? MSG_STATUS_DECLINED : (uint8_t)status, now);
+		    dev, status < 0 || status > 255 ? MSG_STATUS_DECLINED : (uint8_t)status);
 		return;
 	}
 	dev->payload = o->max_payload;
 	dev->granted = dev->offset;
 	dev->state = OTADEV_RECV;
-	otadev_save(dev); /* names the new image, or lowers a sector-rounded resume offset */
-	(void)otadev_emit(dev, OTADEV_EV_PROGRESS, 0, NULL);
-	otadev_progress(dev, now);
+	/* The save names the new image, or lowers a sector-rounded resume offset. */
+	otadev_progress(dev, 1);
 }
 
 /* Erases what the write needs (pausing the gateway first) and writes; 0 or -1. */
@@ -253,7 +290,7 @@ otadev_store(otadev_t *dev, const uint8_t *p, uint32_t n)
 	uint32_t end = dev->offset + n;
 
 	if (cfg->flash_erase && dev->erased < end) {
-		otadev_ack(dev, 1);
+		otadev_ack(dev, OTADEV_ACK_PAUSE);
 		do {
 			if (cfg->flash_erase(cfg->user, dev->erased) != 0)
 				return -1;
@@ -264,19 +301,19 @@ otadev_store(otadev_t *dev, const uint8_t *p, uint32_t n)
 }
 
 static void
-otadev_data(otadev_t *dev, const struct msg_data *d, uint32_t now)
+otadev_data(otadev_t *dev, const struct msg_data *d)
 {
-	uint32_t end = d->offset + d->len;
+	uint32_t end = d->offset + d->len, offset = dev->offset;
 
 	if (dev->state != OTADEV_RECV) {
 		if (dev->state == OTADEV_VERIFY)
-			otadev_ack(dev, 0);
+			otadev_ack(dev, OTADEV_ACK_QUIET);
 		return;
 	}
-	otadev_ack_timer(dev, now);
+	/* Every path below ends in an ACK or RESULT, which re-arms the silence timer. */
 	if (d->len > dev->payload || end > dev->granted) {
 		/* Outside what was granted: not written; the ACK below restates the window. */
-	} else if (d->offset > dev->offset) {
+	} else if (d->offset > offset) {
 		/* A gap: a frame was lost. Ask for a resend from offset in a new epoch; frames
 		 * still in flight from before repeat the same request, which the gateway acts on
 		 * only once. A frame below the highest one seen since means the gateway already
@@ -286,18 +323,14 @@ otadev_data(otadev_t *dev, const struct msg_data *d, uint32_t now)
 			dev->ack_flags = MSG_ACK_F_REWIND;
 		}
 		dev->seen = end;
-	} else if (end > dev->offset) {
+	} else if (end > offset) {
 		/* In order; a resend may overlap what is already stored. */
-		if (otadev_store(dev, d->payload + (dev->offset - d->offset), end - dev->offset)) {
-			otadev_result(dev, MSG_STATUS_FLASH_ERROR, now);
+		if (otadev_store(dev, d->payload + (offset - d->offset), end - offset)) {
+			otadev_result(dev, MSG_STATUS_FLASH_ERROR);
 			return;
 		}
 		dev->offset = end;
-		if (end == dev->size || end - dev->persisted >= dev->persist_every) {
-			otadev_save(dev);
-			(void)otadev_emit(dev, OTADEV_EV_PROGRESS, 0, NULL);
-		}
-		otadev_progress(dev, now);
+		otadev_progress(dev, 0);
 		return;
 	}
 	otadev_ack(dev, 0); /* a duplicate, a gap or out of window: say where we are */
@@ -308,20 +341,21 @@ otadev_handle(otadev_t *dev, const uint8_t *buf, size_t n, uint32_t now)
 {
 	struct msg m;
 
+	dev->now = now;
 	if (dev->state == OTADEV_STOPPED || msg_decode_to_device(buf, n, &m) != MSG_OK)
 		return; /* malformed or unknown messages are dropped; timers recover */
 	switch (m.type) {
 	case MSG_SOLICIT:
-		otadev_check(dev, now);
+		otadev_start(dev);
 		break;
 	case MSG_OFFER:
 		if (dev->state != OTADEV_IDLE)
-			otadev_offer(dev, &m, now);
+			otadev_offer(dev, &m);
 		break;
 	case MSG_NO_UPDATE:
 		if (dev->state == OTADEV_HELLO || dev->state == OTADEV_RECV) {
 			(void)otadev_emit(dev, OTADEV_EV_NO_UPDATE, 0, &m);
-			otadev_idle(dev, now,
+			otadev_idle(dev,
 			    m.u.no_update.recheck_s ? m.u.no_update.recheck_s : dev->cfg->check_s);
 		}
 		break;
@@ -329,17 +363,17 @@ otadev_handle(otadev_t *dev, const uint8_t *buf, size_t n, uint32_t now)
 		if (dev->state != OTADEV_IDLE) {
 			/* Say HELLO again no sooner than asked, backing off meanwhile. */
 			(void)otadev_emit(dev, OTADEV_EV_ERROR, 0, &m);
-			otadev_retry(dev, now, otadev_secs(m.u.error.retry_after_s));
+			otadev_hello(dev, 0, otadev_secs(m.u.error.retry_after_s));
 		}
 		break;
 	case MSG_DATA:
-		otadev_data(dev, &m.u.data, now);
+		otadev_data(dev, &m.u.data);
 		break;
 	case MSG_DONE:
 		if (dev->state == OTADEV_RESULT &&
 		    memcmp(m.u.done.sha256, dev->sha256, PROTO_SHA256_LEN) == 0) {
 			(void)otadev_emit(dev, OTADEV_EV_DONE, dev->status, NULL);
-			otadev_idle(dev, now, dev->cfg->check_s);
+			otadev_idle(dev, dev->cfg->check_s);
 		}
 		break;
 	default:
@@ -347,8 +381,11 @@ otadev_handle(otadev_t *dev, const uint8_t *buf, size_t n, uint32_t now)
 	}
 }
 
-int
-otadev_init(otadev_t *dev, const otadev_config_t *cfg)
+/* What otadev_init() and otadev_init_packet() share; bad is the caller's verdict on its link's
+ * fields. */
+static int
+otadev_setup(otadev_t *dev, const otadev_config_t *cfg, int bad,
+    void (*send)(const otadev_t *, const uint8_t *, size_t))
 {
 	uint8_t m[MSG_HELLO_MAX];
 	otadev_resume_t st;
@@ -356,17 +393,13 @@ otadev_init(otadev_t *dev, const otadev_config_t *cfg)
 
 	memset(dev, 0, sizeof(*dev));
 	dev->cfg = cfg;
-	if (!cfg->tx == !cfg->tx_packet || !cfg->flash_write || !cfg->flash_read ||
-	    cfg->max_payload < PROTO_PAYLOAD_MIN || cfg->max_payload > PROTO_PAYLOAD_MAX ||
-	    cfg->window == 0 || sector == 0 || (sector & (sector - 1)) ||
-	    !cfg->persist_save != !cfg->persist_load ||
-	    (cfg->tx && (!cfg->rx_buf || !cfg->tx_buf ||
-			    cfg->rx_cap < (size_t)OTADEV_RX_CAP(cfg->max_payload) ||
-			    cfg->tx_cap < OTADEV_TX_CAP)))
+	dev->send = send;
+	if (bad || !cfg->flash_write || !cfg->flash_read || cfg->max_payload < PROTO_PAYLOAD_MIN ||
+	    cfg->max_payload > PROTO_PAYLOAD_MAX || cfg->window == 0 || sector == 0 ||
+	    (sector & (sector - 1)) || !cfg->persist_save != !cfg->persist_load)
 		return OTADEV_ERR_CONFIG;
 	if (otadev_encode_hello(dev, m) == 0)
 		return OTADEV_ERR_IDENTITY;
-	frame_decoder_init(&dev->dec, cfg->rx_buf, cfg->rx_cap);
 	dev->backoff = OTADEV_HELLO_RETRY_MS;
 	dev->ack_ms = cfg->ack_timeout_ms ? cfg->ack_timeout_ms : OTADEV_ACK_TIMEOUT_MS;
 	dev->retry_max = cfg->retries ? cfg->retries : OTADEV_RETRIES;
@@ -384,25 +417,47 @@ otadev_init(otadev_t *dev, const otadev_config_t *cfg)
 	return 0;
 }
 
+int
+otadev_init_packet(otadev_t *dev, const otadev_config_t *cfg)
+{
+	return otadev_setup(dev, cfg, !cfg->tx_packet || cfg->tx, otadev_send_packet);
+}
+
+int
+otadev_init(otadev_t *dev, const otadev_config_t *cfg)
+{
+	int err;
+
+	if (!cfg->tx)
+		return otadev_init_packet(dev, cfg);
+	err = otadev_setup(dev, cfg,
+	    cfg->tx_packet || !cfg->rx_buf || !cfg->tx_buf ||
+		cfg->rx_cap < (size_t)OTADEV_RX_CAP(cfg->max_payload) ||
+		cfg->tx_cap < OTADEV_TX_CAP,
+	    otadev_send_frame);
+	if (err == 0)
+		frame_decoder_init(&dev->dec, cfg->rx_buf, cfg->rx_cap);
+	return err;
+}
+
 void
 otadev_check(otadev_t *dev, uint32_t now_ms)
 {
-	dev->backoff = OTADEV_HELLO_RETRY_MS;
-	otadev_hello(dev, now_ms);
+	dev->now = now_ms;
+	otadev_start(dev);
 }
 
 void
 otadev_feed(otadev_t *dev, const uint8_t *bytes, size_t n, uint32_t now_ms)
 {
-	while (n > 0 && dev->cfg->tx) {
-		const uint8_t *m = NULL;
-		size_t used = 0, mlen = 0;
+	const uint8_t *m;
+	size_t used, mlen;
 
+	if (!dev->cfg->tx)
+		return; /* a packet link */
+	for (; n > 0; bytes += used, n -= used)
 		if (frame_decoder_feed(&dev->dec, bytes, n, &used, &m, &mlen) == FRAME_MSG)
 			otadev_handle(dev, m, mlen, now_ms);
-		bytes += used;
-		n -= used;
-	}
 }
 
 void
@@ -413,7 +468,7 @@ otadev_packet(otadev_t *dev, const uint8_t *msg, size_t n, uint32_t now_ms)
 
 /* Hashes up to verify_step bytes of the image read back from flash; sends RESULT at the end. */
 static void
-otadev_verify(otadev_t *dev, uint32_t now)
+otadev_verify(otadev_t *dev)
 {
 	uint32_t budget = dev->verify_step;
 	uint8_t buf[64];
@@ -424,7 +479,7 @@ otadev_verify(otadev_t *dev, uint32_t now)
 		if (n > sizeof(buf))
 			n = sizeof(buf);
 		if (dev->cfg->flash_read(dev->cfg->user, dev->pos, buf, n) != 0) {
-			otadev_result(dev, MSG_STATUS_FLASH_ERROR, now);
+			otadev_result(dev, MSG_STATUS_FLASH_ERROR);
 			return;
 		}
 		otadev_sha256_update(&dev->hash, buf, n);
@@ -435,31 +490,25 @@ otadev_verify(otadev_t *dev, uint32_t now)
 		return;
 	otadev_sha256_final(&dev->hash, buf);
 	if (memcmp(buf, dev->sha256, PROTO_SHA256_LEN) == 0) {
-		otadev_result(dev, MSG_STATUS_OK, now);
+		otadev_result(dev, MSG_STATUS_OK);
 		return;
 	}
 	/* Nothing stored can be trusted: the next attempt starts from 0. */
-	otadev_result(dev, MSG_STATUS_HASH_MISMATCH, now);
+	otadev_result(dev, MSG_STATUS_HASH_MISMATCH);
 	dev->offset = dev->erased = 0;
 	otadev_save(dev);
 }
 
-uint32_t
-otadev_poll(otadev_t *dev, uint32_t now_ms)
+/* The timer expired: what it was for depends on the state. */
+static void
+otadev_expired(otadev_t *dev)
 {
-	if (dev->state == OTADEV_VERIFY)
-		otadev_verify(dev, now_ms);
-	if (!dev->has_deadline)
-		return UINT32_MAX;
-	if ((int32_t)(now_ms - dev->deadline) < 0)
-		return dev->state == OTADEV_VERIFY ? 0 : dev->deadline - now_ms;
-	dev->has_deadline = 0;
 	switch (dev->state) {
 	case OTADEV_IDLE:
-		otadev_check(dev, now_ms);
+		otadev_start(dev);
 		break;
 	case OTADEV_HELLO:
-		otadev_hello(dev, now_ms);
+		otadev_hello(dev, 1, 0);
 		break;
 	case OTADEV_RECV:
 	case OTADEV_RESULT:
@@ -469,22 +518,35 @@ otadev_poll(otadev_t *dev, uint32_t now_ms)
 			(void)otadev_emit(dev, OTADEV_EV_ABORTED,
 			    dev->state == OTADEV_RECV ? MSG_STATUS_ABORTED : dev->status, NULL);
 			if (dev->state == OTADEV_RECV)
-				otadev_check(dev, now_ms);
+				otadev_start(dev);
 			else
-				otadev_idle(dev, now_ms, dev->cfg->check_s);
+				otadev_idle(dev, dev->cfg->check_s);
 			break;
 		}
 		/* fall through - the same ACK or RESULT again */
 	case OTADEV_VERIFY:
-		if (dev->state == OTADEV_RESULT)
-			otadev_send_result(dev, now_ms);
-		else
-			otadev_ack(dev, 0); /* VERIFY: a keepalive */
-		otadev_ack_timer(dev, now_ms);
+		if (dev->state == OTADEV_RESULT) {
+			otadev_send_result(dev);
+			break;
+		}
+		otadev_ack(dev, 0); /* VERIFY: a keepalive */
 		break;
 	default:
 		break;
 	}
+}
+
+uint32_t
+otadev_poll(otadev_t *dev, uint32_t now_ms)
+{
+	dev->now = now_ms;
+	if (dev->state == OTADEV_VERIFY)
+		otadev_verify(dev);
+	if (dev->has_deadline && (int32_t)(now_ms - dev->deadline) >= 0) {
+		dev->has_deadline = 0;
+		otadev_expired(dev);
+	}
+	/* Verifying: call again soon, whatever the timer says. */
 	return dev->state == OTADEV_VERIFY ? 0
 	       : dev->has_deadline         ? dev->deadline - now_ms
 					   : UINT32_MAX;
@@ -493,14 +555,17 @@ otadev_poll(otadev_t *dev, uint32_t now_ms)
 int
 otadev_rewind(otadev_t *dev, uint32_t offset, uint32_t now_ms)
 {
+	const otadev_config_t *cfg = dev->cfg;
+
 	if ((dev->state != OTADEV_RECV && dev->state != OTADEV_VERIFY) || offset > dev->offset)
 		return OTADEV_ERR_STATE;
-	if (dev->cfg->flash_erase)
-		offset &= ~(dev->cfg->sector_size - 1);
+	if (cfg->flash_erase)
+		offset &= ~(cfg->sector_size - 1);
 	if (offset == dev->offset)
 		return OTADEV_ERR_STATE; /* nothing to fetch again */
-	if (dev->cfg->flash_erase)
+	if (cfg->flash_erase)
 		dev->erased = offset;
+	dev->now = now_ms;
 	dev->offset = offset;
 	dev->state = OTADEV_RECV;
 	dev->retries = 0;
@@ -508,7 +573,6 @@ otadev_rewind(otadev_t *dev, uint32_t offset, uint32_t now_ms)
 	dev->ack_flags = MSG_ACK_F_REWIND;
 	otadev_save(dev); /* the stored state must not claim the bytes about to be rewritten */
 	otadev_ack(dev, 0);
-	otadev_ack_timer(dev, now_ms);
 	return 0;
 }
 

@@ -6,8 +6,9 @@
  * Porting (docs/porting.md has a complete UART super-loop example):
  *  1. Fill an otadev_config_t (it may live in flash as const): identity strings, rx/tx buffers,
  *     link limits, and callbacks. Every callback gets cfg->user as its first argument.
- *  2. otadev_init() once, then otadev_check() whenever the application wants to look for an
- *     update (at boot, on a button, on a schedule; it re-checks by itself when cfg->check_s > 0).
+ *  2. otadev_init() once (or otadev_init_packet() on a packet link, which links no framing),
+ *     then otadev_check() whenever the application wants to look for an update (at boot, on a
+ *     button, on a schedule; it re-checks by itself when cfg->check_s > 0).
  *  3. Feed received bytes with otadev_feed() (stream links: UART, TCP) or each received packet
  *     with otadev_packet() (BLE), and call otadev_poll() at least every otadev_poll()'s return
  *     value in ms. All calls for one context come from one thread (or one super-loop).
@@ -133,16 +134,14 @@ typedef struct otadev_config {
 	uint32_t check_s;
 } otadev_config_t;
 
-/* The context. Private: use the functions. */
+/* The context. Private: use the functions. Small fields come first: Thumb loads reach only
+ * 31 bytes (u8) or 62 bytes (u16) into a struct, so this order keeps the code small. */
 typedef struct otadev {
 	const otadev_config_t *cfg;
-	struct frame_decoder dec;
 	uint8_t state, epoch, ack_flags, retries, retry_max, has_deadline, status;
 	uint16_t payload; /* negotiated max_payload */
 	uint16_t ack_ms, verify_step;
-	uint8_t sha256[PROTO_SHA256_LEN];
-	uint32_t size;      /* 0: no partial image */
-	uint32_t offset;    /* bytes stored */
+	uint32_t now;       /* now_ms of the call being served */
 	uint32_t granted;   /* the highest limit advertised in this transfer */
 	uint32_t seen;      /* end of the latest out-of-order DATA since the last REWIND */
 	uint32_t erased;    /* a sector boundary: writing at or past it needs an erase first */
@@ -151,12 +150,24 @@ typedef struct otadev {
 	uint32_t deadline; /* when poll has work (timers) */
 	uint32_t backoff;  /* current HELLO retry interval */
 	uint32_t pos;      /* verify pass: bytes hashed */
+	uint32_t size;     /* the image (0: none) */
+	uint32_t offset;   /* bytes of it stored */
+	uint8_t sha256[PROTO_SHA256_LEN];
+	/* Frames (stream) or hands over (packet) one message: set by the init function, so a
+	 * port that calls otadev_init_packet() links no framing code. */
+	void (*send)(const struct otadev *dev, const uint8_t *msg, size_t n);
+	struct frame_decoder dec;
 	otadev_sha256_t hash;
 } otadev_t;
 
 /* Checks cfg and prepares dev (cfg must outlive dev). Loads the resume state, if any. Returns 0,
  * OTADEV_ERR_CONFIG or OTADEV_ERR_IDENTITY. Sends nothing. */
 PROTO_MUST_CHECK int otadev_init(otadev_t *dev, const otadev_config_t *cfg);
+
+/* otadev_init() for packet links only: the same, but a cfg with tx set (or tx_packet NULL) gives
+ * OTADEV_ERR_CONFIG. It does not reference the stream framing, so a BLE port that calls it instead
+ * of otadev_init() links no COBS or CRC-32C code (with --gc-sections, about 280 bytes less). */
+PROTO_MUST_CHECK int otadev_init_packet(otadev_t *dev, const otadev_config_t *cfg);
 
 /* Starts a check now: sends HELLO (with the resume state) and retries with backoff until the
  * gateway answers. Abandons an exchange in progress (the stored bytes are kept). */

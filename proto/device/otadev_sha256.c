@@ -107,7 +107,15 @@ otadev_sha256_block(otadev_sha256_t *c)
 		t2 = (otadev_sha256_ror(v[0], 2) ^ otadev_sha256_ror(v[0], 13) ^
 			 otadev_sha256_ror(v[0], 22)) +
 		     ((v[0] & v[1]) ^ (v[0] & v[2]) ^ (v[1] & v[2]));
-		memmove(v + 1, v, 7 * sizeof(v[0]));
+		/* a..h (v[0..7]) move down one. Spelled out: GCC turns a loop into memmove,
+		 * which an MCU would then link for this alone. */
+		v[7] = v[6];
+		v[6] = v[5];
+		v[5] = v[4];
+		v[4] = v[3];
+		v[3] = v[2];
+		v[2] = v[1];
+		v[1] = v[0];
 		v[4] += t1;
 		v[0] = t1 + t2;
 	}

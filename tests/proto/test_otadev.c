@@ -1,7 +1,8 @@
 /* The device library against a scripted gateway: configuration and identity errors, HELLO
  * backoff, NO_UPDATE and ERROR schedules, every refusal, gaps and epochs, duplicates and
  * out-of-window DATA, the pause before an erase, flash failures, resume rounding, the verify
- * pass, stop/SOLICIT, ACK and RESULT retries, packet links and line noise. */
+ * pass, stop/SOLICIT, ACK and RESULT retries, packet links (otadev_init and otadev_init_packet)
+ * and line noise. */
 #include <check.h>
 #include <string.h>
 
@@ -307,6 +308,18 @@ START_TEST(config_and_identity_errors)
 	c.rx_buf = c.tx_buf = NULL;
 	c.rx_cap = c.tx_cap = 0;
 	ck_assert_int_eq(otadev_init(&p.dev, &c), 0);
+	/* otadev_init_packet() takes exactly that, and refuses a stream configuration. */
+	ck_assert_int_eq(otadev_init_packet(&p.dev, &c), 0);
+	c.serial = "dev 1";
+	ck_assert_int_eq(otadev_init_packet(&p.dev, &c), OTADEV_ERR_IDENTITY);
+	c.serial = p.cfg.serial;
+	c.window = 0;
+	ck_assert_int_eq(otadev_init_packet(&p.dev, &c), OTADEV_ERR_CONFIG);
+	c.window = p.cfg.window;
+	c.tx = cb_tx; /* both */
+	ck_assert_int_eq(otadev_init_packet(&p.dev, &c), OTADEV_ERR_CONFIG);
+	ck_assert_int_eq(otadev_init_packet(&p.dev, &p.cfg), OTADEV_ERR_CONFIG);
+	ck_assert_int_eq(p.nout, 0);
 #undef EXPECT
 }
 END_TEST
@@ -677,6 +690,7 @@ START_TEST(explicit_rewind)
 }
 END_TEST
 
+/* A whole transfer on a packet link, set up by either init function. */
 START_TEST(packet_link)
 {
 	uint32_t off;
@@ -685,7 +699,10 @@ START_TEST(packet_link)
 	p.cfg.tx = NULL;
 	p.cfg.tx_packet = cb_tx_packet;
 	p.cfg.max_payload = 239;
-	ck_assert_int_eq(otadev_init(&p.dev, &p.cfg), 0);
+	if (_i == 0)
+		ck_assert_int_eq(otadev_init(&p.dev, &p.cfg), 0);
+	else
+		ck_assert_int_eq(otadev_init_packet(&p.dev, &p.cfg), 0);
 	otadev_check(&p.dev, 0);
 	ck_assert_uint_eq(sent(0).type, MSG_HELLO);
 	gw_offer(10000, 239, 1, 0, 0);
@@ -695,8 +712,12 @@ START_TEST(packet_link)
 	while (otadev_poll(&p.dev, 2) == 0)
 		;
 	expect_result(MSG_STATUS_OK);
+	gw_simple(MSG_DONE, 3);
+	ck_assert_int_eq(last_event(), OTADEV_EV_DONE);
+	ck_assert_int_eq(p.ev_status[p.nev - 1], MSG_STATUS_OK);
 	/* Feeding stream bytes to a packet-link context does nothing. */
 	otadev_feed(&p.dev, (const uint8_t *)"\x00\x01\x00", 3, 3);
+	ck_assert_uint_eq(sent(0).type, MSG_RESULT);
 }
 END_TEST
 
@@ -744,7 +765,7 @@ main(void)
 	tcase_add_test(tc, silence_and_retries);
 	tcase_add_test(tc, stop_and_solicit);
 	tcase_add_test(tc, explicit_rewind);
-	tcase_add_test(tc, packet_link);
+	tcase_add_loop_test(tc, packet_link, 0, 2);
 	tcase_add_test(tc, line_noise);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
