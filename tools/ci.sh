@@ -31,7 +31,9 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:ha
 
 if [ -f tools/footprint.sh ]; then
 	step "MCU footprint of proto/device (arm-none-eabi-gcc -Os -mthumb)"
-	bash tools/footprint.sh
+	# The BLE port meets the 3 KiB target; the UART port (stream framing) is ~3.5 KiB. Guard
+	# both against growth at 3.5 KiB rather than pretend the UART port fits 3 KiB.
+	FOOTPRINT_MAX_FLASH=3584 bash tools/footprint.sh --check
 fi
 
 if [ -f fuzz/CMakeLists.txt ]; then
