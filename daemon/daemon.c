@@ -14,6 +14,7 @@
 
 #include "cache.h"
 #include "config.h"
+#include "dbus.h"
 #include "fleet.h"
 #include "links.h"
 #include "log.h"
@@ -121,6 +122,7 @@ static const struct daemon_module *const daemon_modules[] = {
     &cache_upstream_module,
     &session_module,
     &links_module,
+    &dbus_module,
     &daemon_status_module,
 };
 

@@ -69,6 +69,7 @@ struct daemon {
 	struct fleet *fleet;                /* sessions module (session.c) */
 	struct sessions *sessions;          /* sessions module */
 	struct links *links;                /* links module (links.c) */
+	struct dbus *dbus;                  /* D-Bus module (dbus.c) */
 
 	/* Private to daemon.c. */
 	struct event *sig_hup, *sig_term, *sig_int;
