@@ -539,12 +539,23 @@ dbus_retry_cb(evutil_socket_t fd, short what, void *arg)
 
 /* --- the daemon module --- */
 
+/* The daemon's state is signalled right away, not from the loop: a reload runs start to end
+ * in one callback, and "reloading" would otherwise never be seen. */
 static void
 dbus_state_changed(struct daemon *d, enum daemon_state state, void *arg)
 {
+	struct dbus *b = arg;
+	uint64_t next = UINT64_MAX;
+
 	(void)d;
 	(void)state;
-	dbus_manager_changed(arg, true);
+	if (b->bus == NULL)
+		return;
+	b->mgr_urgent = true;
+	dbus_manager_flush(b, dbus_now_ms(), &next);
+	if (next != UINT64_MAX)
+		dbus_schedule(b, next);
+	busev_rearm(b->be);
 }
 
 static void
