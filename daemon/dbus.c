@@ -264,8 +264,8 @@ dbus_check_access(struct dbus *b, sd_bus_message *m, const char *what, uid_t *ui
 	}
 	if (allowed)
 		return 1;
-	log_notice("Refused to %s for uid %u (%s): only root and members of group '%s' may", what,
-	    (unsigned)uid, user, group != NULL ? group : "");
+	log_notice("Refused to %s for uid %u (%s): not root, uid %u or a member of group '%s'",
+	    what, (unsigned)uid, user, (unsigned)geteuid(), group != NULL ? group : "");
 	return sd_bus_error_setf(error, SD_BUS_ERROR_ACCESS_DENIED,
 	    "Only root and members of group '%s' may %s", group != NULL ? group : "", what);
 }

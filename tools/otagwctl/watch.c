@@ -361,7 +361,11 @@ watch_device_progress(struct watch *w, const char *path, const json_t *d)
 		return;
 	json_object_set_new(w->deciles, path, json_integer(decile));
 	if (decile >= 10)
-		return; /* 100 % shows as the next state */
+		return;                   /* 100 % shows as the next state */
+	if (fmt_real(d, "Rate") <= 0.0) { /* not measured yet */
+		watch_say(w, "%s %s %d %%", fmt_str(d, "Serial"), state, decile * 10);
+		return;
+	}
 	fmt_bytes(rate, sizeof(rate), (uint64_t)fmt_real(d, "Rate"));
 	watch_say(w, "%s %s %d %% %s/s", fmt_str(d, "Serial"), state, decile * 10, rate);
 }
