@@ -418,21 +418,22 @@ dbus_name_cb(sd_bus_message *m, void *userdata, sd_bus_error *ret_error)
 	(void)ret_error;
 	if (sd_bus_message_is_method_error(m, NULL)) {
 		e = sd_bus_message_get_error(m);
-		if (sd_bus_error_has_name(e, SD_BUS_ERROR_ACCESS_DENIED)) {
-			log_err(
-			    "The D-Bus policy does not let uid %u own " DBUS_NAME
-			    " on the %s (%s); install io.otagw.conf in /usr/share/dbus-1/system.d "
-			    "and run otagwd as user otagw",
+		/* Refused by the policy (or anything else): devices are served all the same, and
+		 * the policy may be installed later (dbus-daemon reloads it), so keep trying. */
+		if (b->backoff_s > 0)
+			log_debug("Still cannot own " DBUS_NAME ": %s",
+			    e->message != NULL ? e->message : e->name);
+		else if (sd_bus_error_has_name(e, SD_BUS_ERROR_ACCESS_DENIED))
+			log_err("The D-Bus policy does not let uid %u own " DBUS_NAME
+				" on the %s (%s); install io.otagw.conf in "
+				"/usr/share/dbus-1/system.d and run otagwd as user otagw; serving "
+				"devices without D-Bus and retrying",
 			    (unsigned)geteuid(), dbus_bus_text(b),
 			    e->message != NULL ? e->message : e->name);
-			if (b->holding) {
-				dbus_fatal(b);
-				return 0;
-			}
-		} else {
-			log_warn("Failed to request " DBUS_NAME " on the %s: %s; retrying",
+		else
+			log_warn("Failed to request " DBUS_NAME " on the %s: %s; serving devices "
+				 "without D-Bus and retrying",
 			    dbus_bus_text(b), e->message != NULL ? e->message : e->name);
-		}
 		dbus_drop(b);
 		return 0;
 	}

@@ -22,10 +22,10 @@ struct daemon_module;
 #define DBUS_IFACE_LOG    "org.freedesktop.LogControl1"
 
 /* The daemon module (daemon.c's table, after the links): connects to the bus [dbus] bus names
- * and holds READY=1 back until the name is acquired, or until connecting failed (then it
- * logs a warning and retries). With bus = none it does nothing. Start fails only if the
- * name is owned by another process or the bus policy does not let otagwd own it: that is
- * reported later, from the loop, and the daemon then stops with status 1. */
+ * and holds READY=1 back until the name is acquired, or until connecting or acquiring it
+ * failed (then it logs why, serves devices without D-Bus and retries). With bus = none it does
+ * nothing. If the name is owned by another process at start-up, it logs who and stops the
+ * daemon with status 1 (from the loop, after the start hook returned). */
 extern const struct daemon_module dbus_module;
 
 #endif

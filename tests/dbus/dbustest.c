@@ -31,7 +31,8 @@ dbt_bus_config(struct dbt_bus *b)
 		/* As /usr/share/dbus-1/system.conf: nothing but the bus itself unless a policy
 		 * allows it; then io.otagw.conf as installed. The test runs otagwd as root, which
 		 * the real policy does not let own the name (user otagw does), hence the one extra
-		 * rule; who may send what is io.otagw.conf's alone. */
+		 * rule (unless root_may_own is false); who may send what is io.otagw.conf's
+		 * alone. */
 		ck_assert_int_gt(
 		    asprintf(&text,
 			"<!DOCTYPE busconfig PUBLIC \"-//freedesktop//DTD D-Bus Bus "
@@ -60,9 +61,12 @@ dbt_bus_config(struct dbt_bus *b)
 			"send_interface=\"org.freedesktop.DBus.Introspectable\"/>\n"
 			"  </policy>\n"
 			"  <include>%s</include>\n"
-			"  <policy user=\"root\"><allow own=\"io.otagw\"/></policy>\n"
+			"%s"
 			"</busconfig>\n",
-			b->dir, policy),
+			b->dir, policy,
+			b->root_may_own
+			    ? "  <policy user=\"root\"><allow own=\"io.otagw\"/></policy>\n"
+			    : ""),
 		    0);
 	} else {
 		ck_assert_int_gt(asprintf(&text,
@@ -117,19 +121,32 @@ dbt_bus_spawn(struct dbt_bus *b)
 	free(sock);
 }
 
-void
-dbt_bus_start(struct dbt_bus *b, const char *dir, bool system)
+static void
+dbt_bus_start_full(struct dbt_bus *b, const char *dir, bool system, bool root_may_own)
 {
 	memset(b, 0, sizeof(*b));
 	b->dir = strdup(dir);
 	ck_assert_ptr_nonnull(b->dir);
 	b->system = system;
+	b->root_may_own = root_may_own;
 	/* others (run-as.sh nobody) must reach the socket */
 	ck_assert_int_eq(chmod(dir, 0755), 0);
 	snprintf(b->address, sizeof(b->address), "unix:path=%s/bus", dir);
 	dbt_bus_config(b);
 	dbt_bus_spawn(b);
 	setenv(system ? "DBUS_SYSTEM_BUS_ADDRESS" : "DBUS_SESSION_BUS_ADDRESS", b->address, 1);
+}
+
+void
+dbt_bus_start(struct dbt_bus *b, const char *dir, bool system)
+{
+	dbt_bus_start_full(b, dir, system, true);
+}
+
+void
+dbt_bus_start_system(struct dbt_bus *b, const char *dir, bool root_may_own)
+{
+	dbt_bus_start_full(b, dir, true, root_may_own);
 }
 
 void

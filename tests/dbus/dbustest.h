@@ -27,6 +27,7 @@ struct dbt_bus {
 	char *dir;         /* where its socket and configuration live */
 	char address[600]; /* unix:path=DIR/bus */
 	bool system;       /* configured like the system bus, with the real policy */
+	bool root_may_own; /* system: plus a rule that lets root own io.otagw */
 	unsigned runs;
 };
 
@@ -35,6 +36,10 @@ struct dbt_bus {
  * root in the tests); else a session bus on which anyone may connect and do anything. Sets
  * DBUS_SESSION_BUS_ADDRESS or DBUS_SYSTEM_BUS_ADDRESS for the test and its children. */
 void dbt_bus_start(struct dbt_bus *b, const char *dir, bool system);
+
+/* dbt_bus_start() of a system-style bus, without the rule that lets root own io.otagw when
+ * root_may_own is false (io.otagw.conf alone: only user otagw may). */
+void dbt_bus_start_system(struct dbt_bus *b, const char *dir, bool root_may_own);
 
 /* Kills the bus (SIGKILL: it "goes away") and reaps it. */
 void dbt_bus_kill(struct dbt_bus *b);

@@ -4,7 +4,8 @@
  * and is refused every call that changes something, by the bus policy, with otagwctl's
  * "access denied" and exit code 4; root may. On a bus that lets anyone send anything, otagwd
  * refuses by itself (defence in depth) unless the caller is in [dbus] control_group, which a
- * reload changes. Needs root; skipped otherwise. */
+ * reload changes. A policy that does not let otagwd own the name leaves it serving devices
+ * without D-Bus. Needs root; skipped otherwise. */
 #include <check.h>
 #include <signal.h>
 #include <stdio.h>
@@ -172,6 +173,38 @@ START_TEST(test_otagwd_checks)
 }
 END_TEST
 
+START_TEST(test_policy_refuses_owner)
+{
+	static const char links[] =
+	    "[unix \"sim\"]\nlisten = @DIR@/sim.sock\n[dbus]\nbus = system\n";
+	struct world w;
+	struct dbt_bus b;
+	sd_bus *bus;
+
+	if (!dbt_root()) {
+		fprintf(stderr, "SKIP: needs root\n");
+		return;
+	}
+	/* io.otagw.conf alone: root may not own the name; otagwd says so, and serves devices */
+	world_init(&w, "dbus-owner", 4096);
+	dbt_bus_start_system(&b, w.dir, false);
+	world_mock(&w, NULL);
+	world_config(&w, "", links, NULL);
+	world_gw_start(&w);
+	ck_assert_uint_eq(e2e_count(w.gw_log, "The D-Bus policy does not let uid 0 own io.otagw on "
+					      "the system bus"),
+	    1);
+	device_once(&w, "GW-3");
+	ck_assert(world_installed(&w, "dev", "GW-3"));
+	bus = dbt_connect(&b);
+	ck_assert(dbt_wait_name(bus, false, 1000));
+	sd_bus_flush_close_unref(bus);
+	ck_assert_int_eq(world_gw_stop(&w), 0);
+	world_free(&w);
+	dbt_bus_free(&b);
+}
+END_TEST
+
 static Suite *
 suite(void)
 {
@@ -181,6 +214,7 @@ suite(void)
 	tcase_set_timeout(tc, 600);
 	tcase_add_test(tc, test_system_policy);
 	tcase_add_test(tc, test_otagwd_checks);
+	tcase_add_test(tc, test_policy_refuses_owner);
 	suite_add_tcase(s, tc);
 	return s;
 }
