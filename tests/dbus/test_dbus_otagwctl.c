@@ -200,6 +200,7 @@ START_TEST(test_commands)
 	bus = dbt_connect(&b);
 	devsim(&w, &a, "GW-0042", (const char *[]){"--once", NULL});
 	world_devsim_exit(&w, &a, 0);
+	e2e_proc_free(&a);
 	devsim(&w, &c, "GW-0043", NULL); /* stays connected */
 	dbt_wait_str(&w, bus, "/io/otagw/device/GW_2d0043", DBT_DEV, "State", "installed");
 
