@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "busev.h"
 #include "daemon.h"
 #include "dbus_internal.h"
 #include "fleet.h"
@@ -106,7 +107,67 @@ dbus_device_props_of(unsigned fields)
 	return p;
 }
 
-/* A device changed: queue its signal. */
+static void
+dbus_device_unqueue(struct dbus *b, struct dbus_device *dd)
+{
+	if (dd->queued)
+		TAILQ_REMOVE(&b->dev_queue, dd, entry);
+	dd->queued = false;
+	dd->added = false;
+	dd->dirty = 0;
+}
+
+/* Sends what dd has to say now: InterfacesAdded for a new device (it carries every property),
+ * else PropertiesChanged with every property that changed. */
+static void
+dbus_device_emit(struct dbus *b, struct dbus_device *dd, uint64_t now)
+{
+	const char *names[DBUS_DEVICE_N_PROPS + 1];
+	char *path = dbus_device_path(dd->dev->serial);
+	size_t n, i;
+	int r;
+
+	if (path == NULL) {
+		dbus_device_unqueue(b, dd);
+		return;
+	}
+	if (dd->added) {
+		r = sd_bus_emit_interfaces_added(b->bus, path, DBUS_IFACE_DEVICE, NULL);
+		dd->progress_ms = now;
+	} else {
+		for (i = 0, n = 0; i < DBUS_DEVICE_N_PROPS; i++)
+			if (dd->dirty & (1u << i))
+				names[n++] = dbus_device_names[i];
+		names[n] = NULL;
+		if (dd->dirty & DBUS_DEVICE_P_PROGRESS)
+			dd->progress_ms = now;
+		r = sd_bus_emit_properties_changed_strv(
+		    b->bus, path, DBUS_IFACE_DEVICE, (char **)names);
+	}
+	if (r < 0)
+		dev_debug(dd->dev->serial, "Failed to signal its properties: %s", strerror(-r));
+	free(path);
+	dbus_device_unqueue(b, dd);
+}
+
+void
+dbus_device_flush(struct dbus *b, uint64_t now, uint64_t *next)
+{
+	struct dbus_device *dd, *tmp;
+
+	for (dd = TAILQ_FIRST(&b->dev_queue); dd != NULL; dd = tmp) {
+		tmp = TAILQ_NEXT(dd, entry);
+		if (!dd->added && !(dd->dirty & ~DBUS_DEVICE_P_PROGRESS) &&
+		    now < dd->progress_ms + DBUS_PROGRESS_MS) {
+			if (dd->progress_ms + DBUS_PROGRESS_MS < *next)
+				*next = dd->progress_ms + DBUS_PROGRESS_MS;
+			continue;
+		}
+		dbus_device_emit(b, dd, now);
+	}
+}
+
+/* A device changed: signal it now (new device, new state) or queue it (progress, the rest). */
 static void
 dbus_device_changed(const struct fleet_device *dev, unsigned fields, void *arg)
 {
@@ -133,60 +194,15 @@ dbus_device_changed(const struct fleet_device *dev, unsigned fields, void *arg)
 		TAILQ_INSERT_TAIL(&b->dev_queue, dd, entry);
 		dd->queued = true;
 	}
-	dbus_schedule(b, urgent ? 0 : dd->progress_ms + DBUS_PROGRESS_MS);
-}
-
-static void
-dbus_device_unqueue(struct dbus *b, struct dbus_device *dd)
-{
-	if (dd->queued)
-		TAILQ_REMOVE(&b->dev_queue, dd, entry);
-	dd->queued = false;
-	dd->added = false;
-	dd->dirty = 0;
-}
-
-void
-dbus_device_flush(struct dbus *b, uint64_t now, uint64_t *next)
-{
-	struct dbus_device *dd, *tmp;
-	const char *names[DBUS_DEVICE_N_PROPS + 1];
-	char *path;
-	size_t n, i;
-	int r;
-
-	for (dd = TAILQ_FIRST(&b->dev_queue); dd != NULL; dd = tmp) {
-		tmp = TAILQ_NEXT(dd, entry);
-		if (!dd->added && !(dd->dirty & ~DBUS_DEVICE_P_PROGRESS) &&
-		    now < dd->progress_ms + DBUS_PROGRESS_MS) {
-			if (dd->progress_ms + DBUS_PROGRESS_MS < *next)
-				*next = dd->progress_ms + DBUS_PROGRESS_MS;
-			continue;
-		}
-		path = dbus_device_path(dd->dev->serial);
-		if (path == NULL) {
-			dbus_device_unqueue(b, dd);
-			continue;
-		}
-		if (dd->added) {
-			r = sd_bus_emit_interfaces_added(b->bus, path, DBUS_IFACE_DEVICE, NULL);
-			dd->progress_ms = now;
-		} else {
-			for (i = 0, n = 0; i < DBUS_DEVICE_N_PROPS; i++)
-				if (dd->dirty & (1u << i))
-					names[n++] = dbus_device_names[i];
-			names[n] = NULL;
-			if (dd->dirty & DBUS_DEVICE_P_PROGRESS)
-				dd->progress_ms = now;
-			r = sd_bus_emit_properties_changed_strv(
-			    b->bus, path, DBUS_IFACE_DEVICE, (char **)names);
-		}
-		if (r < 0)
-			dev_debug(
-			    dd->dev->serial, "Failed to signal its properties: %s", strerror(-r));
-		free(path);
-		dbus_device_unqueue(b, dd);
+	if (fields & (FLEET_FIELD_ADDED | FLEET_FIELD_STATE)) {
+		/* Every state is signalled, even one that lasts less than a loop iteration
+		 * (verifying, when the device's RESULT arrives with the last ACK): clients such as
+		 * otagwctl watch follow the transitions. */
+		dbus_device_emit(b, dd, dbus_now_ms());
+		busev_rearm(b->be);
+		return;
 	}
+	dbus_schedule(b, urgent ? 0 : dd->progress_ms + DBUS_PROGRESS_MS);
 }
 
 void

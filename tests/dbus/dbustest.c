@@ -186,9 +186,11 @@ dbt_slurp(int fd)
 	while ((n = read(fd, buf + len, max - len - 1)) > 0) {
 		len += (size_t)n;
 		if (max - len < 2) {
+			char *bigger = realloc(buf, max * 2);
+
+			ck_assert_ptr_nonnull(bigger);
+			buf = bigger;
 			max *= 2;
-			buf = realloc(buf, max);
-			ck_assert_ptr_nonnull(buf);
 		}
 	}
 	buf[len] = '\0';

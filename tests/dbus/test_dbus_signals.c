@@ -201,7 +201,13 @@ START_TEST(test_progress)
 	/* the transfer */
 	t0 = find(added, dev, "PropertiesChanged", "transferring");
 	t1 = find(t0, dev, "PropertiesChanged", "verifying");
-	ck_assert_msg(t0 < n_sigs && t1 < n_sigs, "no transferring/verifying signal");
+	if (t0 >= n_sigs || t1 >= n_sigs) {
+		for (i = 0; i < n_sigs; i++)
+			fprintf(stderr, "%llu %s %s %s state=%s %s\n",
+			    (unsigned long long)sigs[i].at, sigs[i].path, sigs[i].member,
+			    sigs[i].iface, sigs[i].state, sigs[i].names);
+		world_fail(&w, "no transferring/verifying signal");
+	}
 	for (i = t0; i <= t1; i++) {
 		if (strcmp(sigs[i].path, dev) != 0 || !sigs[i].progress)
 			continue;

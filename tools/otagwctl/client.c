@@ -162,6 +162,7 @@ client_read_value(sd_bus_message *m, json_t **out)
 	char type;
 	int r;
 
+	*out = NULL;
 	r = sd_bus_message_peek_type(m, &type, &contents);
 	if (r <= 0)
 		return r < 0 ? r : -EBADMSG;

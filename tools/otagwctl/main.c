@@ -70,7 +70,7 @@ check_serial(const char *s)
 
 	if (ident_serial_valid(s, strlen(s)))
 		return 0;
-	for (i = 0; s[i] != '\0' && i < 64 && o + 5 < sizeof(q); i++) {
+	for (i = 0; i < 64 && s[i] != '\0' && o + 5 < sizeof(q); i++) {
 		unsigned char ch = (unsigned char)s[i];
 
 		if (ch >= 0x20 && ch < 0x7f)
