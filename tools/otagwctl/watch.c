@@ -39,6 +39,7 @@ struct watch {
 	json_t *mgr;       /* Manager1 properties */
 	json_t *objects;   /* path -> {interface -> properties} */
 	json_t *deciles;   /* path -> progress decile last printed (plain lines) */
+	json_t *said;      /* path -> the outcome last printed above the block (terminal) */
 	bool said_absent;  /* "not running" printed since it was last running */
 
 	/* the terminal */
@@ -320,31 +321,38 @@ watch_check_idle(struct watch *w)
 		sd_event_exit(w->ev, CTL_EXIT_OK);
 }
 
-/* A device's state changed from old to the one in d. */
+/* A device's state changed from old to the one in d. Plain lines tell every change; on a
+ * terminal, where the block shows the transfer itself, a line stays for how it ended: waiting
+ * for the install, installed, failed, error or aborted, once per outcome. */
 static void
-watch_device_state(struct watch *w, const json_t *d, const char *old)
+watch_device_state(struct watch *w, const char *path, const json_t *d, const char *old)
 {
 	const char *serial = fmt_str(d, "Serial"), *state = fmt_str(d, "State");
 	const char *target = fmt_str(d, "TargetVersion"), *reason = fmt_str(d, "LastReason");
-	bool terminal = strcmp(state, "installed") == 0 || strcmp(state, "failed") == 0 ||
-			strcmp(state, "error") == 0;
+	bool aborted = strcmp(state, "idle") == 0 &&
+		       strcmp(fmt_str(d, "LastResult"), "aborted") == 0 && watch_active_state(old);
+	bool outcome = strcmp(state, "awaiting-install") == 0 || strcmp(state, "installed") == 0 ||
+		       strcmp(state, "failed") == 0 || strcmp(state, "error") == 0 || aborted;
+	const char *said = json_string_value(json_object_get(w->said, path));
 
-	if (w->tty && !watch_active_state(old) && !terminal)
-		return; /* the block shows it, or it is not about a transfer */
-	if (w->tty && watch_active_state(state))
-		return;
+	if (w->tty) {
+		if (watch_active_state(state))
+			json_object_del(w->said, path); /* a new attempt: its outcome is news */
+		if (!outcome || (said != NULL && strcmp(said, state) == 0))
+			return;
+		json_object_set_new(w->said, path, json_string(state));
+	}
 	if (strcmp(state, "installed") == 0 || strcmp(state, "awaiting-install") == 0)
 		watch_say(w, w->tty ? "%s: %s %s" : "%s %s %s", serial, state, target);
-	else if (strcmp(state, "failed") == 0 || strcmp(state, "error") == 0 ||
-		 (strcmp(state, "idle") == 0 && strcmp(fmt_str(d, "LastResult"), "aborted") == 0))
+	else if (outcome)
 		watch_say(w, w->tty ? "%s: %s: %s" : "%s %s: %s", serial,
-		    strcmp(state, "idle") == 0 ? "aborted" : state, reason);
-	else if (!w->tty && (strcmp(state, "transferring") == 0 ||
-				strcmp(state, "downloading") == 0 || strcmp(state, "queued") == 0))
+		    aborted ? "aborted" : state, reason);
+	else if (strcmp(state, "transferring") == 0 || strcmp(state, "downloading") == 0 ||
+		 strcmp(state, "queued") == 0)
 		watch_say(w, "%s %s %s->%s %d %%", serial, state, fmt_str(d, "CurrentVersion"),
 		    target, fmt_percent(d) < 0 ? 0 : fmt_percent(d));
 	else
-		watch_say(w, w->tty ? "%s: %s" : "%s %s", serial, state);
+		watch_say(w, "%s %s", serial, state);
 }
 
 /* Plain lines: progress passing a multiple of 10 %. */
@@ -411,7 +419,7 @@ watch_apply(struct watch *w, const char *path, const char *iface, json_t *change
 		if (strcmp(old_state, fmt_str(props, "State")) != 0) {
 			json_object_set_new(
 			    w->deciles, path, json_integer(fmt_percent(props) / 10));
-			watch_device_state(w, props, old_state);
+			watch_device_state(w, path, props, old_state);
 		} else {
 			watch_device_progress(w, path, props);
 		}
@@ -723,6 +731,7 @@ watch_run(struct client *c, bool until_idle)
 	w.mgr = json_object();
 	w.objects = json_object();
 	w.deciles = json_object();
+	w.said = json_object();
 	if (!w.tty)
 		setvbuf(stdout, NULL, _IOLBF, 0);
 	sigemptyset(&mask);
@@ -743,7 +752,7 @@ watch_run(struct client *c, bool until_idle)
 	if (r >= 0)
 		r = sd_event_add_time(
 		    w.ev, &w.reconnect, CLOCK_MONOTONIC, UINT64_MAX, 0, watch_reconnect_cb, &w);
-	if (r < 0 || w.mgr == NULL || w.objects == NULL || w.deciles == NULL) {
+	if (r < 0 || w.mgr == NULL || w.objects == NULL || w.deciles == NULL || w.said == NULL) {
 		fprintf(
 		    stderr, "otagwctl: cannot set up watch: %s\n", strerror(r < 0 ? -r : ENOMEM));
 		goto out;
@@ -779,5 +788,6 @@ out:
 	json_decref(w.mgr);
 	json_decref(w.objects);
 	json_decref(w.deciles);
+	json_decref(w.said);
 	return code;
 }
