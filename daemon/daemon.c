@@ -14,6 +14,7 @@
 
 #include "cache.h"
 #include "config.h"
+#include "dbus.h"
 #include "fleet.h"
 #include "links.h"
 #include "log.h"
@@ -121,6 +122,7 @@ static const struct daemon_module *const daemon_modules[] = {
     &cache_upstream_module,
     &session_module,
     &links_module,
+    &dbus_module,
     &daemon_status_module,
 };
 
@@ -227,6 +229,46 @@ daemon_status_update(struct daemon *d)
 	log_debug("Status: %s", status);
 }
 
+enum daemon_state
+daemon_get_state(const struct daemon *d)
+{
+	if (d->stopping)
+		return DAEMON_STATE_STOPPING;
+	if (d->reloading)
+		return DAEMON_STATE_RELOADING;
+	return d->ready ? DAEMON_STATE_RUNNING : DAEMON_STATE_STARTING;
+}
+
+const char *
+daemon_state_name(enum daemon_state state)
+{
+	switch (state) {
+	case DAEMON_STATE_STARTING:
+		return "starting";
+	case DAEMON_STATE_RUNNING:
+		return "running";
+	case DAEMON_STATE_RELOADING:
+		return "reloading";
+	case DAEMON_STATE_STOPPING:
+		return "stopping";
+	}
+	return "unknown";
+}
+
+void
+daemon_set_state_cb(struct daemon *d, daemon_state_fn cb, void *arg)
+{
+	d->state_cb = cb;
+	d->state_arg = arg;
+}
+
+static void
+daemon_state_changed(struct daemon *d)
+{
+	if (d->state_cb != NULL)
+		d->state_cb(d, daemon_get_state(d), d->state_arg);
+}
+
 static void
 daemon_maybe_ready(struct daemon *d)
 {
@@ -239,6 +281,7 @@ daemon_maybe_ready(struct daemon *d)
 	snprintf(d->status_last, sizeof(d->status_last), "%s", status);
 	notify_ready(d->notify, status);
 	log_info("otagwd %s ready (%s)", OTAGW_VERSION, d->cfg->path);
+	daemon_state_changed(d);
 }
 
 void
@@ -291,8 +334,26 @@ daemon_keep_restart_only(struct config *next, struct config *cur)
 	}
 }
 
+static int daemon_reload_config(struct daemon *d);
+
 int
 daemon_reload(struct daemon *d)
+{
+	int r;
+
+	if (d->stopping)
+		return -ESHUTDOWN;
+	d->reloading = true;
+	daemon_state_changed(d);
+	r = daemon_reload_config(d);
+	d->reloading = false;
+	daemon_state_changed(d);
+	return r;
+}
+
+/* daemon_reload() between the state changes. */
+static int
+daemon_reload_config(struct daemon *d)
 {
 	char status[DAEMON_STATUS_MAX];
 	struct config *next = NULL, *old;
@@ -300,8 +361,6 @@ daemon_reload(struct daemon *d)
 	size_t i;
 	int r, ret = 0;
 
-	if (d->stopping)
-		return -ESHUTDOWN;
 	notify_reloading(d->notify, "Reloading the configuration");
 	log_debug("Reading configuration %s", d->config_path);
 	r = config_load(d->config_path, daemon_report, &errors, &next);
@@ -355,6 +414,7 @@ daemon_stop(struct daemon *d, int exit_code)
 	d->stopping = true;
 	d->exit_code = exit_code;
 	notify_stopping(d->notify, "Stopping");
+	daemon_state_changed(d);
 	daemon_stop_modules(d);
 	event_base_loopexit(d->base, NULL);
 }

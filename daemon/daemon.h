@@ -23,6 +23,17 @@ struct sessions;
 struct store;
 struct upstream;
 
+/* What the daemon as a whole is doing (D-Bus Manager1.State). */
+enum daemon_state {
+	DAEMON_STATE_STARTING,  /* modules starting; READY=1 not sent yet */
+	DAEMON_STATE_RUNNING,   /* serving devices */
+	DAEMON_STATE_RELOADING, /* applying a new configuration */
+	DAEMON_STATE_STOPPING,  /* shutting down */
+};
+
+/* Called after the daemon's state changed (daemon_set_state_cb()). */
+typedef void (*daemon_state_fn)(struct daemon *d, enum daemon_state state, void *arg);
+
 /* A part of the daemon with a lifetime of its own, listed in daemon.c's module table in
  * dependency order (the store before the sessions that use it). Every hook may be NULL. */
 struct daemon_module {
@@ -58,6 +69,7 @@ struct daemon {
 	struct fleet *fleet;                /* sessions module (session.c) */
 	struct sessions *sessions;          /* sessions module */
 	struct links *links;                /* links module (links.c) */
+	struct dbus *dbus;                  /* D-Bus module (dbus.c) */
 
 	/* Private to daemon.c. */
 	struct event *sig_hup, *sig_term, *sig_int;
@@ -67,7 +79,10 @@ struct daemon {
 	size_t n_started;           /* modules whose start hook returned 0 */
 	unsigned ready_holds;
 	bool ready;
+	bool reloading;
 	bool stopping;
+	daemon_state_fn state_cb;
+	void *state_arg;
 	int exit_code;
 };
 
@@ -96,6 +111,16 @@ int daemon_reload(struct daemon *d);
 /* Stops the modules in reverse order (sends STOPPING=1 first) and makes the event loop exit
  * with exit_code. Later calls do nothing. */
 void daemon_stop(struct daemon *d, int exit_code);
+
+/* The daemon's state now. */
+enum daemon_state daemon_get_state(const struct daemon *d);
+
+/* "starting", "running", "reloading", "stopping". */
+const char *daemon_state_name(enum daemon_state state);
+
+/* Sets the one callback told about state changes (NULL to remove): running once READY=1 is
+ * sent, reloading and running again around a reload, stopping before the modules stop. */
+void daemon_set_state_cb(struct daemon *d, daemon_state_fn cb, void *arg);
 
 /* The status the process should exit with: 0 after a clean stop. */
 int daemon_exit_code(const struct daemon *d);

@@ -63,14 +63,22 @@ struct link {
 	bool seen; /* reload: still in the configuration */
 };
 
+/* Someone told about link changes (links_subscribe()). */
+struct links_sub {
+	LIST_ENTRY(links_sub) entry;
+	int id;
+	links_change_fn cb;
+	void *arg;
+};
+
 struct links {
 	struct event_base *base;
 	struct sessions *m;
 	struct evdns_base *dns;
 	uint32_t session_memory;
 	TAILQ_HEAD(, link) list;
-	links_change_fn cb;
-	void *cb_arg;
+	LIST_HEAD(, links_sub) subs;
+	int next_sub;
 };
 
 static int link_open(struct link *l);
@@ -102,12 +110,14 @@ link_info_of(struct link *l, struct link_info *out)
 static void
 link_changed(struct link *l, bool removed)
 {
+	struct links_sub *s, *next;
 	struct link_info info;
 
-	if (l->ls->cb == NULL)
-		return;
-	link_info_of(l, &info);
-	l->ls->cb(&info, removed, l->ls->cb_arg);
+	for (s = LIST_FIRST(&l->ls->subs); s != NULL; s = next) {
+		next = LIST_NEXT(s, entry);
+		link_info_of(l, &info);
+		s->cb(&info, removed, s->arg);
+	}
 }
 
 /* --- sessions on the link --- */
@@ -471,6 +481,8 @@ links_new(struct event_base *base, struct sessions *m, const struct config *cfg,
 	ls->m = m;
 	ls->session_memory = cfg->general.session_memory;
 	TAILQ_INIT(&ls->list);
+	LIST_INIT(&ls->subs);
+	ls->next_sub = 1;
 	TAILQ_FOREACH(c, &cfg->links, entry)
 	{
 		r = links_add(ls, c, false);
@@ -530,6 +542,7 @@ links_reload(struct links *ls, const struct config *cfg)
 void
 links_free(struct links *ls, const char *reason)
 {
+	struct links_sub *s;
 	struct link *l;
 
 	if (ls == NULL)
@@ -537,6 +550,10 @@ links_free(struct links *ls, const char *reason)
 	while ((l = TAILQ_FIRST(&ls->list)) != NULL) {
 		TAILQ_REMOVE(&ls->list, l, entry);
 		link_free(l, reason);
+	}
+	while ((s = LIST_FIRST(&ls->subs)) != NULL) {
+		LIST_REMOVE(s, entry);
+		free(s);
 	}
 	if (ls->dns != NULL)
 		evdns_base_free(ls->dns, 1);
@@ -559,11 +576,33 @@ links_foreach(struct links *ls, int (*cb)(const struct link_info *info, void *ar
 	return 0;
 }
 
-void
-links_set_change_cb(struct links *ls, links_change_fn cb, void *arg)
+int
+links_subscribe(struct links *ls, links_change_fn cb, void *arg)
 {
-	ls->cb = cb;
-	ls->cb_arg = arg;
+	struct links_sub *s = calloc(1, sizeof(*s));
+
+	if (s == NULL)
+		return -ENOMEM;
+	s->id = ls->next_sub++;
+	s->cb = cb;
+	s->arg = arg;
+	LIST_INSERT_HEAD(&ls->subs, s, entry);
+	return s->id;
+}
+
+void
+links_unsubscribe(struct links *ls, int id)
+{
+	struct links_sub *s;
+
+	LIST_FOREACH(s, &ls->subs, entry)
+	{
+		if (s->id == id) {
+			LIST_REMOVE(s, entry);
+			free(s);
+			return;
+		}
+	}
 }
 
 /* --- the daemon module --- */

@@ -46,8 +46,10 @@ void links_free(struct links *ls, const char *reason);
  * value. */
 int links_foreach(struct links *ls, int (*cb)(const struct link_info *info, void *arg), void *arg);
 
-/* Sets the one change callback (NULL to remove). */
-void links_set_change_cb(struct links *ls, links_change_fn cb, void *arg);
+/* Registers cb for every change of every link. Returns an id > 0 for links_unsubscribe(), or
+ * -ENOMEM. */
+int links_subscribe(struct links *ls, links_change_fn cb, void *arg);
+void links_unsubscribe(struct links *ls, int id);
 
 /* The daemon module that runs the links (daemon.c's table). */
 extern const struct daemon_module links_module;
