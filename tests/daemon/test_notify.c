@@ -231,7 +231,8 @@ write_conf(const char *dir, const char *conf, const char *extra)
 	ck_assert_int_gt(asprintf(&text,
 			     "[general]\nstate_dir = @DIR@\ncache_dir = @DIR@\n%s\n"
 			     "[memfault]\nproject_key_file = @DIR@/key\n"
-			     "[unix \"sim\"]\nlisten = @DIR@/sim.sock\n",
+			     "[unix \"sim\"]\nlisten = @DIR@/sim.sock\n"
+			     "[dbus]\nbus = none\n" /* never the machine's own bus */,
 			     extra),
 	    0);
 	t = tu_subst(text, "@DIR@", dir);

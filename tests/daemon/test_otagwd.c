@@ -46,7 +46,8 @@ env_conf(struct env *e, const char *general)
 	ck_assert_int_gt(asprintf(&text,
 			     "[general]\nstate_dir = @DIR@/state\ncache_dir = @DIR@/cache\n%s\n"
 			     "[memfault]\nproject_key_file = @DIR@/key\n"
-			     "[unix \"sim\"]\nlisten = @DIR@/sim.sock\n",
+			     "[unix \"sim\"]\nlisten = @DIR@/sim.sock\n"
+			     "[dbus]\nbus = none\n" /* never the machine's own bus */,
 			     general),
 	    0);
 	t = tu_subst(text, "@DIR@", e->dir);
@@ -295,10 +296,12 @@ START_TEST(test_sighup)
 	{
 		char *text, *t;
 
-		ck_assert_int_gt(asprintf(&text, "[general]\nstate_dir = @DIR@/elsewhere\n"
-						 "cache_dir = @DIR@/cache\nlog_level = warn\n"
-						 "[memfault]\nproject_key_file = @DIR@/key\n"
-						 "[unix \"sim\"]\nlisten = @DIR@/sim.sock\n"),
+		ck_assert_int_gt(
+		    asprintf(&text, "[general]\nstate_dir = @DIR@/elsewhere\n"
+				    "cache_dir = @DIR@/cache\nlog_level = warn\n"
+				    "[memfault]\nproject_key_file = @DIR@/key\n"
+				    "[unix \"sim\"]\nlisten = @DIR@/sim.sock\n"
+				    "[dbus]\nbus = none\n" /* never the machine's own bus */),
 		    0);
 		t = tu_subst(text, "@DIR@", e.dir);
 		tu_write(e.conf, 0644, t);
