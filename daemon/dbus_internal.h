@@ -87,7 +87,6 @@ struct dbus {
 
 	/* LogControl1 */
 	enum log_level log_sent;
-	bool log_journal; /* LogTarget: journal (true) or console */
 };
 
 /* --- dbus.c: helpers for the interfaces --- */

@@ -6,7 +6,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "busev.h"
@@ -59,20 +58,6 @@ dbus_log_level_parse(const char *s, enum log_level *out)
 	return -EINVAL;
 }
 
-/* Where log.c sends lines at start-up: the journal when stderr is a journal stream (the
- * same test as log_open()'s). */
-static bool
-dbus_log_stderr_is_journal(void)
-{
-	const char *e = getenv("JOURNAL_STREAM");
-	unsigned long long dev, ino;
-	struct stat st;
-
-	if (e == NULL || sscanf(e, "%llu:%llu", &dev, &ino) != 2 || fstat(STDERR_FILENO, &st) < 0)
-		return false;
-	return (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
-}
-
 static void
 dbus_log_signal(struct dbus *b, const char *property)
 {
@@ -99,16 +84,15 @@ static int
 dbus_log_get(sd_bus *bus, const char *path, const char *interface, const char *property,
     sd_bus_message *reply, void *userdata, sd_bus_error *error)
 {
-	struct dbus *b = userdata;
-
 	(void)bus;
 	(void)path;
 	(void)interface;
+	(void)userdata;
 	(void)error;
 	if (strcmp(property, "LogLevel") == 0)
 		return sd_bus_message_append(reply, "s", dbus_log_level_name(log_get_level()));
 	if (strcmp(property, "LogTarget") == 0)
-		return sd_bus_message_append(reply, "s", b->log_journal ? "journal" : "console");
+		return sd_bus_message_append(reply, "s", log_get_journal() ? "journal" : "console");
 	if (strcmp(property, "SyslogIdentifier") == 0)
 		return sd_bus_message_append(reply, "s", "otagwd");
 	return -ENOENT;
@@ -156,11 +140,8 @@ dbus_log_set(sd_bus *bus, const char *path, const char *interface, const char *p
 		}
 		return 1;
 	}
-	if (b->log_journal != (strcmp(s, "journal") == 0)) {
-		b->log_journal = !b->log_journal;
-		/* log_open() keeps the identifier when given NULL; without force it picks the
-		 * journal only when stderr is one. */
-		log_open(NULL, log_get_level(), b->log_journal);
+	if (log_get_journal() != (strcmp(s, "journal") == 0)) {
+		log_set_journal(strcmp(s, "journal") == 0);
 		dbus_log_signal(b, "LogTarget");
 	}
 	log_info("Log target set to %s by uid %u (%s)", s, (unsigned)uid, user);
@@ -188,5 +169,4 @@ void
 dbus_log_start(struct dbus *b)
 {
 	b->log_sent = log_get_level();
-	b->log_journal = dbus_log_stderr_is_journal();
 }

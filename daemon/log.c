@@ -62,6 +62,18 @@ log_get_level(void)
 	return log_level;
 }
 
+void
+log_set_journal(bool journal)
+{
+	log_journal = journal;
+}
+
+bool
+log_get_journal(void)
+{
+	return log_journal;
+}
+
 int
 log_level_parse(const char *s, enum log_level *out)
 {

@@ -22,6 +22,10 @@ void log_open(const char *ident, enum log_level level, bool force_journal);
 void log_set_level(enum log_level level);
 enum log_level log_get_level(void);
 
+/* Switches the sink: the journal (true) or stderr (false), e.g. for LogControl1.LogTarget. */
+void log_set_journal(bool journal);
+bool log_get_journal(void);
+
 /* Parses "err", "warn", "notice", "info", "debug". Returns 0 or -EINVAL. */
 int log_level_parse(const char *s, enum log_level *out);
 
