@@ -4,9 +4,7 @@
  * reload applies otagw.conf's log_level again. */
 #include <errno.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "busev.h"
 #include "daemon.h"
