@@ -141,6 +141,7 @@ struct session {
 	bool fresh; /* the next check bypasses the cached answer (operator's CheckNow) */
 	bool held;  /* aborted by the operator: offer nothing until reconnect or CheckNow */
 	bool just_installed; /* this HELLO confirmed an install: "installed" outlasts the check */
+	uint64_t installed_size; /* its image's size, for the progress "installed" shows */
 
 	/* upstream */
 	struct upstream_check *check;
@@ -989,6 +990,7 @@ session_on_check(struct upstream_check *c, struct upstream_answer *a, void *arg)
 		session_stop(s, HISTORY_RESULT_ABORTED, NULL, false);
 		if (s->just_installed) {
 			/* "installed" says more than "up to date" right after the install */
+			fleet_set_progress(m->fleet, s->dev, s->installed_size, s->installed_size);
 			fleet_set_state(m->fleet, s->dev, FLEET_STATE_INSTALLED);
 			return;
 		}
@@ -1449,8 +1451,9 @@ static void
 session_confirm_install(struct session *s)
 {
 	struct sessions *m = s->m;
-	struct history_entry h;
+	struct history_entry h = {0};
 	struct devices_entry row;
+	struct store_artifact art;
 	char reason[192];
 	bool ok;
 
@@ -1474,6 +1477,14 @@ session_confirm_install(struct session *s)
 		    db_errmsg(m->db));
 	fleet_set_target(m->fleet, s->dev, row.install_version);
 	s->just_installed = ok;
+	/* docs/dbus-api.md: an installed device shows size / size. The blob may have been evicted
+	 * since; the history row still has what was sent. */
+	if (store_artifact_get(m->store, row.install_sha256, &art) == 0)
+		s->installed_size = art.size;
+	else if (h.id > 0 && strcmp(h.sha256, row.install_sha256) == 0)
+		s->installed_size = h.bytes;
+	else
+		s->installed_size = 0;
 	if (ok) {
 		dev_notice(s->serial, "Installed %s", row.install_version);
 		fleet_set_result(m->fleet, s->dev, FLEET_RESULT_INSTALLED, "%s", reason);

@@ -157,6 +157,9 @@ START_TEST(test_objects)
 	ck_assert_str_eq(json_string_value(prop(d, "Link")), "sim");
 	ck_assert_str_eq(json_string_value(prop(d, "State")), "installed");
 	ck_assert_str_eq(json_string_value(prop(d, "LastResult")), "installed");
+	/* docs/dbus-api.md: an installed device shows size / size */
+	ck_assert_int_eq(json_integer_value(prop(d, "BytesDone")), (json_int_t)w.size);
+	ck_assert_int_eq(json_integer_value(prop(d, "BytesTotal")), (json_int_t)w.size);
 	ck_assert(json_is_false(prop(d, "Connected")));
 	ck_assert_int_gt(json_integer_value(prop(d, "LastSeen")), 0);
 	json_decref(doc);
