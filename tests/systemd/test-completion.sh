@@ -67,6 +67,7 @@ expect '--json --system --user --help --version --all' otagwctl check -
 expect '--json --system --user --help --version' otagwctl check --all -
 expect '--json --system --user --help --version -n' otagwctl history -
 expect '' otagwctl history -n ''
+expect '--json --system --user --help --version --until-idle' otagwctl watch -
 # otagwd not running: no serials, no noise.
 expect '' otagwctl show ''
 expect '' otagwctl --user abort G

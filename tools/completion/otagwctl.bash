@@ -55,6 +55,7 @@ _otagwctl()
 		case $cmd in
 		check) ((nargs == 0 && !all)) && options+=' --all' ;;
 		history) options+=' -n' ;;
+		watch) options+=' --until-idle' ;;
 		esac
 		mapfile -t COMPREPLY < <(compgen -W "$options" -- "$cur")
 		return 0
