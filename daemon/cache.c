@@ -231,12 +231,24 @@ cache_upstream_reload(struct daemon *d, const struct config *old)
 	return 0;
 }
 
+static int
+cache_log_download(const struct download_progress *p, void *arg)
+{
+	(void)arg;
+	log_info("Download of %s (sha256 %.12s) stopped at %" PRIu64 " of %" PRIu64
+		 " bytes; it resumes from there at the next start",
+	    p->version, p->sha256, p->bytes, p->size);
+	return 0;
+}
+
 static void
 cache_upstream_stop(struct daemon *d)
 {
 	struct cache_upstream u = {d->http, d->memfault, d->upstream, d->downloads};
 
 	/* Downloads in progress keep their partial files for the next start. */
+	if (d->downloads != NULL)
+		download_foreach(d->downloads, cache_log_download, NULL);
 	cache_upstream_free(&u);
 	d->http = NULL;
 	d->memfault = NULL;

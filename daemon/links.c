@@ -584,6 +584,7 @@ links_module_reload(struct daemon *d, const struct config *old)
 static void
 links_module_stop(struct daemon *d)
 {
+	sessions_stop(d->sessions);
 	links_free(d->links, "otagwd stopped");
 	d->links = NULL;
 }

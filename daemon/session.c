@@ -24,6 +24,7 @@
 #include "devices.h"
 #include "download.h"
 #include "fleet.h"
+#include "frame.h"
 #include "hex.h"
 #include "history.h"
 #include "ident.h"
@@ -61,7 +62,40 @@
 #define SESSION_COMPLAIN_BURST     10u
 #define SESSION_COMPLAIN_WINDOW_MS 60000u
 
-/* What the session is doing. Idle sessions may or may not have a device bound. */
+/* clang-format off */
+/* What the session is doing. Idle sessions may or may not have a device bound.
+ *
+ * state        event                         action                                   next
+ * any          HELLO with a bad identity,    ERROR BAD_IDENTITY / UNSUPPORTED_VERSION /  same
+ *              version 0, malformed message  BAD_MESSAGE; one rate-limited log line
+ * any          HELLO (valid)                 bind (taking it over from another link),    CHECKING
+ *                                            devices_upsert, settle a pending install,
+ *                                            upstream_check; a transfer in progress
+ *                                            ends as aborted and keeps its slot
+ * CHECKING,    HELLO, same identity          nothing: not a new check                    same
+ * DOWNLOADING
+ * CHECKING     up to date / error            NO_UPDATE(recheck, reason) / ERROR(code)    IDLE
+ * CHECKING     update                        delta and size checks, download_get()      DOWNLOADING
+ *                                            (or straight on if the cache has it)
+ * DOWNLOADING  done                          pin, verify once, open; with a slot OFFER   OFFERED
+ *                                            without one ERROR BUSY and the queue        QUEUED
+ * QUEUED       a slot is freed               reserve it for 15 s, SOLICIT                same
+ * OFFERED      ACK                           sender_init at its offset, pump             SENDING
+ * OFFERED      10 s                          drop (the device says HELLO again)          IDLE
+ * SENDING      ACK, WRITABLE, timer          sender_ack (bad: ERROR BAD_OFFSET), pump    same
+ * SENDING      every byte acknowledged                                                   VERIFYING
+ * SENDING      8 timeouts                    ERROR ABORTED                               IDLE
+ * VERIFYING    ACK (keepalive) / 10 s        restart the timer / drop                    same/IDLE
+ * OFFERED..    RESULT OK, all sent           history verified, install pending, DONE     IDLE
+ * OFFERED..    RESULT OK, not all sent       ERROR ABORTED: a lie                        IDLE
+ * OFFERED..    RESULT failure or refusal     history failed, DONE                        IDLE
+ * any          RESULT for another image      DONE (to an unbound link: SOLICIT)          same
+ * IDLE         ACK                           SOLICIT, at most once a second              IDLE
+ * any          link down                     history aborted "Disconnected at N %"       IDLE
+ * any          operator Abort                ERROR ABORTED; held until reconnect or      IDLE
+ *                                            CheckNow
+ */
+/* clang-format on */
 enum session_state {
 	SESSION_IDLE,
 	SESSION_CHECKING,    /* waiting for the upstream check */
@@ -153,6 +187,7 @@ struct sessions {
 	TAILQ_HEAD(, session) queue;
 	unsigned n_sessions, active, reserved, queued;
 	uint64_t cache_hits, cache_misses, bad_messages;
+	bool stopping;
 };
 
 static void session_pump(struct session *s);
@@ -432,6 +467,8 @@ sessions_grant(struct sessions *m)
 {
 	struct session *s;
 
+	if (m->stopping)
+		return;
 	TAILQ_FOREACH(s, &m->queue, qentry)
 	{
 		if (m->active + m->reserved >= m->cfg.max_transfers)
@@ -1235,10 +1272,18 @@ session_on_result(struct session *s, const struct msg_result *r)
 	char sha[STORE_SHA256_HEX + 1], detail[MSG_DETAIL_MAX + 1], reason[256];
 	uint32_t acked = session_acked(s);
 	uint64_t ms;
-	int e;
 
 	hex_encode(r->sha256, PROTO_SHA256_LEN, sha);
 	session_strcpy(detail, sizeof(detail), &r->detail);
+	if (!s->bound) {
+		/* A device still reporting to a gateway that restarted: find out who it is
+		 * first, so its result is recorded (it says HELLO with the image it holds, is
+		 * offered it again and reports again). */
+		if (session_now_ms() - s->last_solicit_ms >= SESSION_SOLICIT_EVERY_MS ||
+		    !s->solicited)
+			session_send_solicit(s);
+		return;
+	}
 	if (!session_transferring(s) || strcmp(sha, s->sha256) != 0) {
 		session_stray_result(s, r, sha);
 		return;
@@ -1270,8 +1315,8 @@ session_on_result(struct session *s, const struct msg_result *r)
 			    st.frames_sent, st.bytes_sent, st.bytes_resent, st.rewinds, st.timeouts,
 			    st.payload);
 		}
-		if ((e = devices_set_install(
-			 m->db, s->serial, DEVICES_INSTALL_PENDING, s->target, s->sha256)) < 0)
+		if (devices_set_install(
+			m->db, s->serial, DEVICES_INSTALL_PENDING, s->target, s->sha256) < 0)
 			dev_warn(s->serial, "Recording the pending install failed: %s, ignoring",
 			    db_errmsg(m->db));
 		snprintf(reason, sizeof(reason), "Verified by the device%s%s",
@@ -1634,9 +1679,18 @@ session_on_disconnected(struct session *s, int err)
 static void
 session_on_bad_frame(struct session *s, size_t len)
 {
+	size_t mtu = transport_mtu(s->t);
+
 	s->bad_frames++;
-	/* Line noise damages frames on a healthy link; the protocol recovers by itself. */
-	session_log(s, LOG_LEVEL_DEBUG, "dropped a damaged or oversized frame (%zu bytes)", len);
+	/* Line noise damages frames on a healthy link and the protocol recovers by itself; a
+	 * frame larger than the link takes is the sender's fault. */
+	if (mtu > 0 && len > FRAME_ENCODED_MAX(mtu))
+		session_complain(s,
+		    "Dropped a %zu-byte frame: the link takes messages of up to %zu "
+		    "bytes (max_frame)",
+		    len, mtu);
+	else
+		session_log(s, LOG_LEVEL_DEBUG, "dropped a damaged frame (%zu bytes)", len);
 }
 
 static void
@@ -1827,6 +1881,13 @@ sessions_new(struct event_base *base, struct store *store, struct fleet *fleet,
 	TAILQ_INIT(&m->queue);
 	*out = m;
 	return 0;
+}
+
+void
+sessions_stop(struct sessions *m)
+{
+	if (m != NULL)
+		m->stopping = true;
 }
 
 void

@@ -37,6 +37,10 @@ struct sessions_config {
 int sessions_new(struct event_base *base, struct store *store, struct fleet *fleet,
     const struct sessions_config *cfg, struct sessions **out);
 
+/* The daemon is stopping: slots freed from now on are not handed to queued devices (they
+ * are about to be disconnected too). */
+void sessions_stop(struct sessions *m);
+
 /* Frees the manager; every session must be freed first. Accepts NULL. */
 void sessions_free(struct sessions *m);
 

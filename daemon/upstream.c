@@ -316,6 +316,14 @@ upstream_on_result(struct memfault_query *q, struct memfault_result *res, void *
 			snprintf(a.message, sizeof(a.message), "out of memory");
 		}
 		first = false;
+		if (a.kind == UPSTREAM_ERROR) {
+			/* the hold upstream_judge() just set, on the device or the project */
+			int64_t until = d->not_before > up->project.not_before
+					    ? d->not_before
+					    : up->project.not_before;
+
+			a.retry_after_s = until > now ? (uint32_t)(until - now) : 0;
+		}
 		upstream_deliver(c, &a);
 	}
 	upstream_device_prune(d, now);

@@ -87,6 +87,12 @@ e2e_rmrf(const char *dir)
 
 	if (dir == NULL)
 		return;
+	if (getenv("OTAGW_E2E_KEEP") != NULL && strstr(dir, "/otagw-") != NULL &&
+	    strchr(strstr(dir, "/otagw-") + 1, '/') == NULL) {
+		/* for a look after the run: OTAGW_E2E_KEEP=1 ctest -R ... */
+		fprintf(stderr, "keeping %s\n", dir);
+		return;
+	}
 	d = opendir(dir);
 	if (d != NULL) {
 		while ((de = readdir(d)) != NULL) {

@@ -808,6 +808,19 @@ START_TEST(test_bad_input)
 	peer_wait(&p, MSG_SOLICIT, 1, NULL);
 	peer_close(&p);
 
+	/* a RESULT from a device the gateway does not know yet (it restarted while the device
+	 * was verifying): asked who it is, not answered DONE, so the result gets recorded */
+	peer_open(&p);
+	{
+		uint8_t out[MSG_RESULT_MAX], sha[32] = {1};
+		struct msg_result r = {.status = MSG_STATUS_OK, .sha256 = sha, .bytes_received = 9};
+
+		peer_send(&p, out, msg_encode_result(&r, out, sizeof(out)));
+	}
+	peer_wait(&p, MSG_SOLICIT, 1, NULL);
+	ck_assert_uint_eq(p.counts[MSG_DONE], 0);
+	peer_close(&p);
+
 	/* the log names the link and what was wrong */
 	fflush(stderr);
 	{
@@ -1092,6 +1105,57 @@ START_TEST(test_takeover)
 }
 END_TEST
 
+static bool
+dev_downloading(void *arg)
+{
+	const struct fleet_device *d = fleet_get(fleet, arg);
+
+	return d != NULL && d->state == FLEET_STATE_DOWNLOADING && d->bytes_done > 0;
+}
+
+/* A reload that changes [memfault] replaces the upstream client and the download manager under
+ * the sessions: a download in progress moves over (resumed by the new manager) and the device
+ * is served all the same. */
+START_TEST(test_upstream_swap)
+{
+	struct mockmf_response drip = {.drip_ms = 30, .drip_bytes = 2048};
+	struct memfault_config mc = {.project_key = KEY, .timeout_s = 10};
+	struct http_config hc = {0};
+	struct upstream_config uc = {.answer_lifetime_s = 3600};
+	struct http *http2;
+	struct memfault *client2;
+	struct upstream *up2;
+	struct download_manager *dm2;
+	struct tdev *d;
+	char err[256];
+
+	ck_assert_int_eq(mockmf_push(mf, "/cdn/fw.bin", &drip), 0);
+	d = tdev_new("DEV-11", "1.0.0");
+	run_until(dev_downloading, "DEV-11", TIMEOUT_MS, "the download");
+	hc.ca_file = mockmf_ca_file(mf);
+	http2 = http_new(base, &hc);
+	ck_assert_ptr_nonnull(http2);
+	mc.base_url = mockmf_base_url(mf);
+	ck_assert_int_eq(memfault_new(http2, &mc, &client2, err, sizeof(err)), 0);
+	ck_assert_int_eq(upstream_new(base, client2, store_db(st), &uc, &up2), 0);
+	ck_assert_int_eq(download_manager_new(base, http2, st, NULL, &dm2), 0);
+	sessions_set_upstream(sm, up2, dm2);
+	download_manager_free(dm);
+	upstream_free(up);
+	memfault_free(client);
+	http_free(http);
+	http = http2;
+	client = client2;
+	up = up2;
+	dm = dm2;
+	run_until(tdev_done, d, TIMEOUT_MS, "DONE");
+	ck_assert(tdev_flash_ok(d));
+	ck_assert_uint_eq(d->offers, 1);
+	ck_assert_uint_eq(mockmf_requests(mf, "/cdn/fw.bin"), 2); /* cut, then resumed */
+	tdev_free(d);
+}
+END_TEST
+
 static Suite *
 session_suite(void)
 {
@@ -1112,6 +1176,7 @@ session_suite(void)
 	tcase_add_test(tc, test_unreachable);
 	tcase_add_test(tc, test_abort_and_check_now);
 	tcase_add_test(tc, test_takeover);
+	tcase_add_test(tc, test_upstream_swap);
 	suite_add_tcase(s, tc);
 	return s;
 }

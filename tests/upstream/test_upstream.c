@@ -272,6 +272,9 @@ START_TEST(test_transient_backoff)
 	ck_assert_int_eq(s.a.kind, UPSTREAM_ERROR);
 	ck_assert_int_eq(s.a.error, MEMFAULT_ERROR_TRANSIENT);
 	ck_assert(!s.a.from_cache);
+	/* the fresh failure already says how long the device should wait */
+	ck_assert_uint_ge(s.a.retry_after_s, 290);
+	ck_assert_uint_le(s.a.retry_after_s, 600);
 	answer_clear(&s);
 	ck_assert_int_eq(devices_get(store_db(st), "D1", &e), 0);
 	ck_assert_int_eq(e.last_result, DEVICES_RESULT_ERROR);
