@@ -755,8 +755,12 @@ device_reboot(struct device *d, const char *why, const char *version)
 	report_event(d->rep, d->opt.serial, "reboot",
 	    json_pack("{s:s, s:s, s:s, s:I}", "reason", why, "previous", d->st.current_version,
 		"version", version, "stored", (json_int_t)d->stored));
-	if (device_boot(d, err, sizeof(err)) < 0)
+	if (device_boot(d, err, sizeof(err)) < 0) {
 		device_finish(d, false, "cannot boot after the %s reboot: %s", why, err);
+		return;
+	}
+	report_say(
+	    d->rep, d->opt.serial, "rebooted; running %s, saying HELLO", d->st.current_version);
 }
 
 /* DONE with OK: mark the image for installation and reboot into it, as a bootloader would
@@ -789,7 +793,8 @@ device_install(struct device *d)
 		return;
 	}
 	d->installed = true;
-	report_say(d->rep, d->opt.serial, "installed %s; rebooting", d->target);
+	report_say(d->rep, d->opt.serial, "installed %s into %s/installed.bin; rebooting",
+	    d->target, d->opt.dir);
 	device_reboot(d, "install", d->target);
 }
 
