@@ -313,7 +313,9 @@ START_TEST(test_image_larger_than_slot)
 	ck_assert_int_eq(code, 1);
 	ck_assert_int_eq(g.result_status, MSG_STATUS_NO_SPACE);
 	ck_assert_uint_eq(g.data_frames, 0);
-	ck_assert_msg(strstr(p.err, "larger than the slot"), "stderr: %s", p.err);
+	ck_assert_msg(strstr(p.err, "update to 3.0.0 refused: the image (102400 bytes) is larger "
+				    "than the slot (65536 bytes"),
+	    "stderr: %s", p.err);
 	gwpeer_close(&g);
 	tu_proc_free(&p);
 	free(image);
