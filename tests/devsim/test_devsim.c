@@ -127,6 +127,16 @@ read_file(const char *path, size_t *len)
 	return buf;
 }
 
+/* What the devsim run by run_pty() wrote to its events file; free() it. */
+static char *
+read_events(void)
+{
+	char path[PATH_MAX];
+
+	snprintf(path, sizeof(path), "%s/events.jsonl", dir);
+	return read_file(path, NULL);
+}
+
 /* The events file holds a line with this event name and every needle in it. */
 static bool
 has_event(const char *events, const char *name, const char *needle)
@@ -224,8 +234,7 @@ START_TEST(test_full_update)
 	ck_assert_uint_eq(g.first_request_offset, 0);
 	snprintf(path, sizeof(path), "%s/state", dir);
 	assert_installed(path, "T-1", image, size, "1.1.0");
-	snprintf(path, sizeof(path), "%s/events.jsonl", dir);
-	events = read_file(path, NULL);
+	events = read_events();
 	ck_assert(has_event(events, "offer", "\"version\":\"1.1.0\""));
 	ck_assert(has_event(events, "verify", "\"match\":true"));
 	ck_assert(has_event(events, "verify", "\"double_programs\":0"));
@@ -279,8 +288,7 @@ START_TEST(test_reboot_resumes)
 	ck_assert_uint_lt(g.data_bytes, (uint64_t)size + 16384 + 4096 + 8192);
 	snprintf(path, sizeof(path), "%s/state", dir);
 	assert_installed(path, "T-1", image, size, "2.0.0");
-	snprintf(path, sizeof(path), "%s/events.jsonl", dir);
-	events = read_file(path, NULL);
+	events = read_events();
 	ck_assert(has_event(events, "reboot", "\"reason\":\"reboot-at-byte\""));
 	ck_assert(has_event(events, "hello", "\"resume_offset\""));
 	ck_assert(has_event(events, "verify", "\"match\":true"));
@@ -305,7 +313,9 @@ START_TEST(test_image_larger_than_slot)
 	ck_assert_int_eq(code, 1);
 	ck_assert_int_eq(g.result_status, MSG_STATUS_NO_SPACE);
 	ck_assert_uint_eq(g.data_frames, 0);
-	ck_assert_msg(strstr(p.err, "larger than the slot"), "stderr: %s", p.err);
+	ck_assert_msg(strstr(p.err, "update to 3.0.0 refused: the image (102400 bytes) is larger "
+				    "than the slot (65536 bytes"),
+	    "stderr: %s", p.err);
 	gwpeer_close(&g);
 	tu_proc_free(&p);
 	free(image);
@@ -318,7 +328,8 @@ START_TEST(test_stall_and_overrun)
 {
 	const uint32_t size = 32 * 1024;
 	uint8_t *image = make_image(size, 4);
-	/* 12 x 290 bytes of duplicates on the first pause: more than the 4 x 1040-byte ring. */
+	/* 16 duplicate frames of 256 bytes (4.3 KB) on the first pause: more than the device's
+	 * 4 x 1040-byte ring holds. */
 	struct gwpeer_opts go = {image, size, "1.2.0", false, 16, 256};
 	const char *extra[] = {"--erase-ms", "150", "--sector-size", "4096", NULL};
 	struct tu_proc p;
@@ -333,8 +344,7 @@ START_TEST(test_stall_and_overrun)
 	ck_assert_uint_ge(g.pause_acks, 8);
 	elapsed = g.result_ms - g.first_pause_ms;
 	ck_assert_uint_ge(elapsed, 7 * 150);
-	snprintf(path, sizeof(path), "%s/events.jsonl", dir);
-	events = read_file(path, NULL);
+	events = read_events();
 	ck_assert_msg(has_event(events, "overrun", NULL), "no overrun: %s", events);
 	ck_assert(has_event(events, "verify", "\"match\":true"));
 	ck_assert(has_event(events, "transfer", "\"pauses\":"));

@@ -94,6 +94,13 @@ struct device {
 	uint32_t size, stored;
 	uint8_t last_status;
 
+	/* the last OFFER seen on the line: the library refuses some (NO_SPACE, UNSUPPORTED)
+	 * without asking the application, which then learns only the RESULT */
+	char seen_target[IDENT_VERSION_MAX + 1];
+	uint8_t seen_sha256[PROTO_SHA256_LEN];
+	uint32_t seen_size;
+	bool seen_asked; /* the application was asked about it (OTADEV_EV_OFFER) */
+
 	/* taps */
 	struct frame_decoder tap_rx, tap_tx;
 	uint8_t tap_rx_buf[FRAME_MSG_MAX + FRAME_CRC_LEN];
@@ -259,6 +266,12 @@ device_tap_rx_msg(struct device *d, const uint8_t *m, size_t n)
 	if (msg.type == MSG_DATA) {
 		d->data_frames++;
 		d->data_bytes += msg.u.data.len;
+	} else if (msg.type == MSG_OFFER) {
+		device_copy_str(
+		    d->seen_target, sizeof(d->seen_target), &msg.u.offer.target_version);
+		memcpy(d->seen_sha256, msg.u.offer.sha256, PROTO_SHA256_LEN);
+		d->seen_size = msg.u.offer.size;
+		d->seen_asked = false;
 	}
 }
 
@@ -542,6 +555,7 @@ device_on_offer(struct device *d, const struct msg_offer *o)
 {
 	char hex[2 * PROTO_SHA256_LEN + 1];
 
+	d->seen_asked = true;
 	device_copy_str(d->target, sizeof(d->target), &o->target_version);
 	memcpy(d->sha256, o->sha256, PROTO_SHA256_LEN);
 	d->size = o->size;
@@ -573,6 +587,13 @@ device_on_offer(struct device *d, const struct msg_offer *o)
 static void
 device_on_result(struct device *d, uint8_t status)
 {
+	if (!d->seen_asked) {
+		/* The library refused the OFFER itself: name the image the line carried. */
+		memcpy(d->target, d->seen_target, sizeof(d->target));
+		memcpy(d->sha256, d->seen_sha256, sizeof(d->sha256));
+		d->size = d->seen_size;
+		d->stored = 0;
+	}
 	d->last_status = status;
 	d->phase = DEVICE_PHASE_REPORTING;
 	report_event(d->rep, d->opt.serial, "result",
@@ -755,8 +776,12 @@ device_reboot(struct device *d, const char *why, const char *version)
 	report_event(d->rep, d->opt.serial, "reboot",
 	    json_pack("{s:s, s:s, s:s, s:I}", "reason", why, "previous", d->st.current_version,
 		"version", version, "stored", (json_int_t)d->stored));
-	if (device_boot(d, err, sizeof(err)) < 0)
+	if (device_boot(d, err, sizeof(err)) < 0) {
 		device_finish(d, false, "cannot boot after the %s reboot: %s", why, err);
+		return;
+	}
+	report_say(
+	    d->rep, d->opt.serial, "rebooted; running %s, saying HELLO", d->st.current_version);
 }
 
 /* DONE with OK: mark the image for installation and reboot into it, as a bootloader would
@@ -789,7 +814,8 @@ device_install(struct device *d)
 		return;
 	}
 	d->installed = true;
-	report_say(d->rep, d->opt.serial, "installed %s; rebooting", d->target);
+	report_say(d->rep, d->opt.serial, "installed %s into %s/installed.bin; rebooting",
+	    d->target, d->opt.dir);
 	device_reboot(d, "install", d->target);
 }
 

@@ -139,6 +139,9 @@ link_open_pty(struct link *l)
 	char tmp[4200];
 	int r;
 
+	if (l->pty_slave >= 0) /* a new pair replaces one that failed */
+		close(l->pty_slave);
+	l->pty_slave = -1;
 	l->fd = posix_openpt(O_RDWR | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
 	if (l->fd < 0)
 		return -errno;
@@ -207,7 +210,7 @@ link_connect(struct link *l)
 		 * usual case on a bench) cost nothing. */
 		r = getaddrinfo(l->host, l->port, &hints, &ai);
 		if (r != 0)
-			return r == EAI_SYSTEM ? -errno : -EHOSTUNREACH;
+			return r == EAI_SYSTEM ? -errno : -ENXIO; /* "No such device or address" */
 		sa = ai->ai_addr;
 		salen = ai->ai_addrlen;
 		l->fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -383,10 +386,13 @@ link_alloc(struct event_base *base, link_cb cb, void *arg)
 	return l;
 }
 
-/* Failures worth retrying: the other end is not there yet, or is busy. */
+/* Failures worth retrying: the other end is not there yet, or is busy. A host name that does
+ * not resolve at start is a typo more often than an outage. */
 static bool
-link_transient(int err)
+link_transient(enum link_kind kind, int err)
 {
+	if (kind == LINK_KIND_TCP && err == -ENXIO)
+		return false;
 	switch (-err) {
 	case ENOENT:
 	case ENXIO:
@@ -452,10 +458,10 @@ link_new(struct event_base *base, const struct link_options *opt, link_cb cb, vo
 		}
 	}
 	r = link_attempt(l);
-	if (r < 0 && (l->kind == LINK_KIND_PTY || !link_transient(r))) {
+	if (r < 0 && (l->kind == LINK_KIND_PTY || !link_transient(l->kind, r))) {
 		snprintf(errbuf, errlen, "%s: %s", l->name,
-		    r == -EHOSTUNREACH && l->kind == LINK_KIND_TCP ? "cannot resolve the host name"
-								   : strerror(-r));
+		    r == -ENXIO && l->kind == LINK_KIND_TCP ? "cannot resolve the host name"
+							    : strerror(-r));
 		link_free(l);
 		return r;
 	}
