@@ -2,7 +2,8 @@
  * is handed out as a transport, then checks echoes of every size, a bulk transfer each way (and
  * prints its goodput), asks the peripheral to drop the link, waits for the manager to reconnect
  * the same transport, checks it again and lets the device go. Exit 0 only if all of it worked.
- * Usage: bletest-central ADAPTER gatt|l2cap BYTES */
+ * Usage: bletest-central ADAPTER gatt|l2cap BYTES
+ * With BLETEST_BULK_ONLY set it stops after the central->peripheral transfer (bench/). */
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -148,7 +149,13 @@ on_message(const uint8_t *m, size_t len)
 			return;
 		}
 		report("central->peripheral", st.bulk.sent_bytes, st.bulk.sent_msgs);
-		if (st.ph == PH_BULK_OUT) {
+		if (st.ph == PH_BULK_OUT && getenv("BLETEST_BULK_ONLY")) {
+			/* The benchmark's raw baseline needs only this figure. */
+			st.ph = PH_FREED;
+			transport_free(st.t);
+			st.t = NULL;
+			finish(0);
+		} else if (st.ph == PH_BULK_OUT) {
 			st.ph = PH_BULK_IN;
 			memset(&st.bulk, 0, sizeof(st.bulk));
 			st.t0 = bletest_now();
@@ -287,7 +294,7 @@ on_bus_lost(struct busev *be, int err, void *arg)
 int
 main(int argc, char **argv)
 {
-	struct ble_central_config cfg = {.max_connections = 1};
+	struct ble_central_config cfg = {.max_connections = 1, .scan_interval_s = 3};
 	struct busev *be = NULL;
 	struct event *timer;
 	sd_bus *bus = NULL;
