@@ -50,11 +50,13 @@ struct ble_central_config {
 	uint16_t psm;           /* L2CAP PSM; 0 = read the PSM characteristic */
 	unsigned int holdoff_s; /* after the owner frees a device's transport, leave it
 				 * alone this long (others get a turn); 0 = 30 s */
-	/* While a connection slot is free the central discovers, and restarts discovery this often
-	 * so that devices that came back are reported again (controllers filter duplicate
-	 * advertisements within one scan); 0 = 10 s. With every slot taken, or while a connect is
-	 * in flight, it does not discover: scanning takes radio time from the links, and the
-	 * kernel connects faster through its own passive scan. */
+	/* While a connection slot is free (or a device it holds is awaited back) the central
+	 * discovers, and restarts discovery this often so that devices that came back are
+	 * reported again (controllers filter duplicate advertisements within one scan); 0 = 10 s.
+	 * With every slot taken, or while a connect is in flight, it does not discover: scanning
+	 * takes radio time from the links, and the kernel connects faster through its own
+	 * passive scan. Only devices seen advertising in the current discovery are connected:
+	 * bluetoothd remembers devices long gone, and a connect to one blocks for its timeout. */
 	unsigned int scan_interval_s;
 	/* Called (with ble_central_new()'s arg) when what ble_central_get_stats() reports about
 	 * bluetoothd and the adapter changes, or a link comes up or goes down; NULL = not told. */

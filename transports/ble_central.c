@@ -41,8 +41,12 @@ enum {
 	/* connected but services never resolved: bluetoothd waits 30 s for a lost ATT
 	 * response; service discovery normally takes well under a second */
 	BLE_CENTRAL_RESOLVE_TIMEOUT_MS = 15000,
+	/* ServicesResolved can arrive before the InterfacesAdded of the services it announces
+	 * (bluetoothd batches both per object): wait this long for ours before giving up. */
+	BLE_CENTRAL_OBJECTS_WAIT_MS = 2000,
 	BLE_CENTRAL_ADAPTER_RETRY_MS = 5000, /* after bluetoothd refused power or discovery */
 	BLE_CENTRAL_HOLDOFF_S = 30,
+	BLE_CENTRAL_FOREIGN_S = 600, /* a device that advertised our service but lacks it */
 	BLE_CENTRAL_SCAN_INTERVAL_S = 10,
 };
 
@@ -65,11 +69,14 @@ struct ble_dev {
 	char *name;
 	bool addr_random;
 	bool present;   /* the Device1 object exists */
-	bool ours;      /* advertises or resolved the otagw service */
+	bool ours;      /* Device1.UUIDs hold the otagw service */
+	bool foreign;   /* connected once and had no otagw service */
 	bool connected; /* Device1.Connected */
+	bool seen;      /* Device1.RSSI is valid: it advertised during the current discovery */
 	bool resolved;  /* Device1.ServicesResolved */
 	enum ble_dev_state state;
 	uint64_t state_since_ms;
+	uint64_t resolved_ms;  /* when ServicesResolved turned true */
 	struct ble_link *link; /* handed to the owner; NULL before or after */
 	unsigned int backoff_ms;
 	uint64_t next_try_ms;
@@ -381,11 +388,19 @@ ble_central_prop(const char *iface, const char *name, sd_bus_message *m, void *c
 		} else if (strcmp(name, "UUIDs") == 0) {
 			r = ble_dbus_v_strv_has(m, BLE_SERVICE_UUID, &b);
 			if (r >= 0 && b)
-				d->ours = true;
+				d->ours = true, d->foreign = false;
+		} else if (strcmp(name, "RSSI") == 0) {
+			r = sd_bus_message_skip(m, "v");
+			if (r >= 0)
+				d->seen = true;
 		} else if (strcmp(name, "Connected") == 0) {
 			r = ble_dbus_v_bool(m, &d->connected);
 		} else if (strcmp(name, "ServicesResolved") == 0) {
+			bool was = d->resolved;
+
 			r = ble_dbus_v_bool(m, &d->resolved);
+			if (r >= 0 && d->resolved && !was)
+				d->resolved_ms = ble_now_ms();
 			if (r >= 0 && d->resolved)
 				d->connected =
 				    true; /* resolved implies connected, see on_connect */
@@ -624,10 +639,18 @@ ble_central_on_props(sd_bus_message *m, void *userdata, sd_bus_error *ret_error)
 	} else if (strcmp(iface, IFACE_ADAPT) != 0) {
 		return 0;
 	}
-	(void)ble_dbus_props(m, iface, ble_central_prop, &p);
+	if (ble_dbus_props(m, iface, ble_central_prop, &p) >= 0 && p.dev &&
+	    sd_bus_message_enter_container(m, 'a', "s") > 0) {
+		const char *gone;
+
+		/* bluetoothd invalidates RSSI when discovery stops: not seen any more. */
+		while (sd_bus_message_read(m, "s", &gone) > 0)
+			if (strcmp(gone, "RSSI") == 0)
+				p.dev->seen = false;
+	}
 	if (p.dev)
-		ble_central_debug(c, "%s: connected %d resolved %d ours %d", path, p.dev->connected,
-		    p.dev->resolved, p.dev->ours);
+		ble_central_debug(c, "%s: connected %d resolved %d ours %d seen %d", path,
+		    p.dev->connected, p.dev->resolved, p.dev->ours, p.dev->seen);
 	if (p.adapter_changed)
 		ble_central_debug(
 		    c, "%s: powered %d discovering %d", path, c->powered, c->discovering);
@@ -644,8 +667,12 @@ ble_central_on_props(sd_bus_message *m, void *userdata, sd_bus_error *ret_error)
 			}
 		}
 	}
-	if (p.adapter_changed && !c->discovering && !c->adapter_call)
-		c->disc_requested = false; /* stopped under us: ask again */
+	if (p.adapter_changed && !c->discovering) {
+		for (struct ble_dev *d = c->devs; d; d = d->next)
+			d->seen = false;
+		if (!c->adapter_call)
+			c->disc_requested = false; /* stopped under us: ask again */
+	}
 	if (p.adapter_changed && !c->powered) {
 		/* Power loss: discovery and every connection are gone. */
 		c->disc_requested = false;
@@ -975,6 +1002,14 @@ ble_dev_on_psm(sd_bus_message *m, void *userdata, sd_bus_error *ret_error)
 	return 0;
 }
 
+/* Our service and the characteristics every otagw device has are known. */
+static bool
+ble_dev_objects_ready(struct ble_central *c, const struct ble_dev *d)
+{
+	return ble_dev_has_service(c, d) && ble_dev_chrc(c, d, BLE_WRITE_UUID) &&
+	       ble_dev_chrc(c, d, BLE_NOTIFY_UUID);
+}
+
 /* Services are resolved: pick the path (L2CAP if preferred and offered) and set it up. */
 static void
 ble_dev_setup(struct ble_dev *d)
@@ -985,7 +1020,14 @@ ble_dev_setup(struct ble_dev *d)
 
 	ble_dev_set_state(d, BLE_DEV_SETUP);
 	if (!ble_dev_has_service(c, d)) {
-		ble_dev_fail(d, -ENOENT);
+		/* It advertised our service (it was seen in our filtered discovery) but does
+		 * not have it: leave it alone for a while rather than probe it again and again. */
+		d->foreign = true;
+		ble_dev_cancel(d);
+		ble_central_debug(c, "%s: no otagw service; leaving it alone for %u s", d->path,
+		    (unsigned)BLE_CENTRAL_FOREIGN_S);
+		d->holdoff_until_ms = ble_now_ms() + BLE_CENTRAL_FOREIGN_S * 1000u;
+		ble_dev_disconnect(d);
 		return;
 	}
 	if (c->cfg.prefer != BLE_PREFER_GATT && c->cfg.psm) {
@@ -1239,7 +1281,7 @@ static void
 ble_central_step(struct ble_central *c)
 {
 	uint64_t now = ble_now_ms();
-	unsigned int busy = 0, connecting = 0, setting_up = 0;
+	unsigned int busy = 0, connecting = 0, setting_up = 0, awaited = 0;
 	unsigned int max = c->cfg.max_connections ? c->cfg.max_connections : 1;
 
 	if (!c->bluez_up || !c->adapter_present) {
@@ -1250,7 +1292,9 @@ ble_central_step(struct ble_central *c)
 	for (struct ble_dev *d = c->devs; d; d = d->next) {
 		if (d->holdoff_until_ms && now >= d->holdoff_until_ms && d->state == BLE_DEV_IDLE)
 			d->holdoff_until_ms = 0;
-		if (d->state == BLE_DEV_RESOLVING && d->resolved && d->connected)
+		if (d->state == BLE_DEV_RESOLVING && d->resolved && d->connected &&
+		    (ble_dev_objects_ready(c, d) ||
+			now - d->resolved_ms >= BLE_CENTRAL_OBJECTS_WAIT_MS))
 			ble_dev_setup(d);
 		else if (d->state == BLE_DEV_RESOLVING &&
 			 now - d->state_since_ms > BLE_CENTRAL_RESOLVE_TIMEOUT_MS)
@@ -1260,6 +1304,8 @@ ble_central_step(struct ble_central *c)
 		 * not finished. The owner lets go of it if it does not come back. */
 		if (d->state != BLE_DEV_IDLE || d->link)
 			busy++;
+		if (d->state == BLE_DEV_IDLE && d->link)
+			awaited++;
 		if (d->state == BLE_DEV_CONNECTING)
 			connecting++;
 		if (d->state >= BLE_DEV_CONNECTING && d->state <= BLE_DEV_SETUP)
@@ -1271,9 +1317,16 @@ ble_central_step(struct ble_central *c)
 		for (struct ble_dev *d = c->devs; d && !setting_up && c->powered; d = d->next) {
 			if (!d->link != !held || (!held && busy >= max))
 				continue;
-			if (d->state != BLE_DEV_IDLE || !d->present || !d->ours ||
-			    d->holdoff_until_ms || now < d->next_try_ms ||
-			    !ble_central_allowed(c, d))
+			/* Only devices that advertise now (seen in our discovery, which
+			 * bluetoothd filters on the otagw service): it remembers devices long
+			 * gone, and a connect to one blocks set-ups for its whole timeout.
+			 * Seen is enough even when UUIDs lack the service: bluetoothd keeps
+			 * the services of a device's last connection and ignores what it
+			 * advertises after, so a device whose service was missing once would
+			 * otherwise never be tried again. */
+			if (d->state != BLE_DEV_IDLE || !d->present || !d->seen ||
+			    (!d->ours && d->foreign) || d->holdoff_until_ms ||
+			    now < d->next_try_ms || !ble_central_allowed(c, d))
 				continue;
 			ble_dev_connect(d);
 			if (!held)
@@ -1282,7 +1335,8 @@ ble_central_step(struct ble_central *c)
 			setting_up++;
 		}
 	}
-	ble_central_adapter_step(c, busy < max && connecting == 0, now);
+	/* Discover while a slot is free or a held device is awaited back. */
+	ble_central_adapter_step(c, (busy < max || awaited) && connecting == 0, now);
 	ble_central_tell(c);
 	busev_rearm(c->be);
 }
