@@ -122,7 +122,7 @@ struct ble_central {
 	struct event *step_ev, *tick_ev;
 	unsigned int restarts;
 	/* what the owner was last told through cfg.changed */
-	bool told_bluez, told_adapter, told_powered;
+	bool told, told_bluez, told_adapter, told_powered;
 	unsigned int told_connected;
 };
 
@@ -546,6 +546,7 @@ ble_central_on_objects(sd_bus_message *m, void *userdata, sd_bus_error *ret_erro
 	if (sd_bus_message_is_method_error(m, NULL)) {
 		/* No bluetoothd (yet): NameOwnerChanged will tell when it comes. */
 		c->bluez_up = false;
+		ble_central_schedule(c);
 		return 0;
 	}
 	c->bluez_up = true;
@@ -1265,9 +1266,10 @@ ble_central_tell(struct ble_central *c)
 	if (!c->cfg.changed)
 		return;
 	ble_central_get_stats(c, &st);
-	if (st.bluez == c->told_bluez && st.adapter == c->told_adapter &&
+	if (c->told && st.bluez == c->told_bluez && st.adapter == c->told_adapter &&
 	    st.powered == c->told_powered && st.connected == c->told_connected)
 		return;
+	c->told = true;
 	c->told_bluez = st.bluez;
 	c->told_adapter = st.adapter;
 	c->told_powered = st.powered;
