@@ -143,6 +143,9 @@ link_open_pty(struct link *l)
 	char tmp[4200];
 	int r;
 
+	if (l->pty_slave >= 0) /* a new pair replaces one that failed */
+		close(l->pty_slave);
+	l->pty_slave = -1;
 	l->fd = posix_openpt(O_RDWR | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
 	if (l->fd < 0)
 		return -errno;
