@@ -4,8 +4,9 @@
 # (peripheral on hci1), over GATT and over L2CAP CoC, each against a raw bulk transfer on the
 # same virtual link in the same run: the BLE transports' own windowed bulk test over GATT
 # (bletest, as fast as our GATT path goes without the protocol) and otagw-l2cap-bulk over
-# L2CAP CoC with 4101-byte SDUs (our largest message). The kinds alternate, RUNS times each;
-# the medians are compared. Prints a table; the figures also go to OUTDIR/ble-bench.txt.
+# L2CAP CoC with 4101-byte SDUs (our largest message). Each otagw run follows its raw run
+# (the emulation's speed drifts with the host's load, so each pair gives a ratio); the table
+# gives the medians of RUNS pairs. The figures also go to OUTDIR/ble-bench.txt.
 #
 # Goodput: image bytes over the time from the first byte the device receives to the end:
 #  - otagw: devsim's first DATA to its last byte stored ("data"), and to its RESULT, sent
@@ -14,7 +15,7 @@
 #  - l2cap-bulk: the receiver's first SDU to its last byte.
 # A diagnostic GATT run of the raw baseline acknowledges every message, as the device library
 # does, to show what that costs on this link.
-# Env: OTAGW_BENCH_RUNS (default 3), OTAGW_BENCH_KINDS (default "gatt l2cap"),
+# Env: OTAGW_BENCH_RUNS (default 5), OTAGW_BENCH_KINDS (default "gatt l2cap"),
 #      OTAGW_BENCH_WINDOW (devsim's window, default 16), OTAGW_BENCH_OTAGW_ONLY=1 (no raw runs:
 #      with EATT the raw GATT test, which has no recovery, fails on reordered writes).
 set -euo pipefail
@@ -23,7 +24,7 @@ bld=${OTAGW_BUILD_DIR:?}
 . "$src/tests/vm/lib.sh"
 out=$OTAGW_VM_OUT
 work=$(mktemp -d /tmp/ble-bench.XXXXXX)
-runs=${OTAGW_BENCH_RUNS:-3}
+runs=${OTAGW_BENCH_RUNS:-5}
 kinds=${OTAGW_BENCH_KINDS:-gatt l2cap}
 window=${OTAGW_BENCH_WINDOW:-16}
 size=262144
@@ -167,6 +168,7 @@ median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] 
 
 declare -A figs
 only=${OTAGW_BENCH_OTAGW_ONLY:-}
+load0=${OTAGW_VM_HOST_LOAD:-unknown}
 for ((i = 1; i <= runs; i++)); do
 	for kind in $kinds; do
 		if [ -n "$only" ]; then
@@ -189,26 +191,29 @@ for ((i = 1; i <= runs; i++)); do
 		o2=${o#* }
 		figs[otagw-$kind]+="$o1 "
 		figs[data-$kind]+="${o2%% *} "
+		if [ -z "$only" ]; then
+			figs[ratio-$kind]+="$(echo "$o1 $r" | awk '{ print 100 * $1 / $2 }') "
+			figs[dratio-$kind]+="$(echo "${o2%% *} $r" | awk '{ print 100 * $1 / $2 }') "
+			[ "$kind" = gatt ] &&
+				figs[aratio-$kind]+="$(echo "${a%% *} $r" | awk '{ print 100 * $1 / $2 }') "
+		fi
 	done
 done
 
-med() { echo "${figs[$1]}" | tr ' ' '\n' | grep . | median; }
+med() { echo "${figs[$1]:-0}" | tr ' ' '\n' | grep . | median; }
 {
 	echo "BLE benchmark: 256 KiB image, $runs runs per kind (medians), devsim window $window," \
-		"bluetoothd [GATT] Channels = $(sed -n 's/^Channels = //p' /run/bluetooth-main.conf)"
-	printf '%-6s %10s %14s %14s %8s %8s\n' kind "raw kB/s" "otagw kB/s" "to last byte" ratio \
-		"(data)"
+		"bluetoothd [GATT] Channels = $(sed -n 's/^Channels = //p' /run/bluetooth-main.conf)," \
+		"host load at the start: $load0"
+	printf '%-6s %10s %14s %14s %10s %10s\n' kind "raw kB/s" "otagw kB/s" "to last byte" \
+		"ratio" "(to last)"
 	for kind in $kinds; do
-		r=$(med "raw-$kind")
-		o=$(med "otagw-$kind")
-		d=$(med "data-$kind")
-		printf '%-6s %10.1f %14.1f %14.1f %7.1f%% %7.1f%%\n' "$kind" "$r" "$o" "$d" \
-			"$(echo "$o $r" | awk '{ print $2 ? 100 * $1 / $2 : 0 }')" \
-			"$(echo "$d $r" | awk '{ print $2 ? 100 * $1 / $2 : 0 }')"
+		printf '%-6s %10.1f %14.1f %14.1f %9.1f%% %9.1f%%\n' "$kind" "$(med "raw-$kind")" \
+			"$(med "otagw-$kind")" "$(med "data-$kind")" "$(med "ratio-$kind")" \
+			"$(med "dratio-$kind")"
 		if [ "$kind" = gatt ] && [ -z "$only" ]; then
-			a=$(med "ack1-$kind")
 			printf '%-6s %10.1f  (raw GATT acknowledging every message: %.1f%% of raw)\n' \
-				gatt-1 "$a" "$(echo "$a $r" | awk '{ print 100 * $1 / $2 }')"
+				gatt-1 "$(med "ack1-$kind")" "$(med "aratio-$kind")"
 		fi
 	done
 } | tee "$out/ble-bench.txt"

@@ -78,6 +78,8 @@ done
 {
 	printf 'OTAGW_VM_SCRIPT=%q\nOTAGW_VM_KDIR=%q\nOTAGW_VM_TIMEOUT=%q\n' "$script" "$cache" "$timeout_s"
 	printf 'OTAGW_VM_CONTROLLERS=%q\nOTAGW_VM_GATT_CHANNELS=%q\n' "$controllers" "$channels"
+	# For benchmarks: how busy the host was (the emulation's speed depends on it).
+	printf 'export OTAGW_VM_HOST_LOAD=%q\n' "$(cut -d' ' -f1-3 /proc/loadavg)"
 	# Hand the caller's OTAGW_* settings (build and source dirs...) to the guest script.
 	while IFS='=' read -r name _; do
 		[[ $name =~ ^OTAGW_[A-Z0-9_]+$ ]] && [[ $name != OTAGW_VM_* ]] &&
