@@ -9,12 +9,18 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/queue.h>
+#include <time.h>
 
 #include <event2/dns.h>
 #include <event2/event.h>
 
+#ifdef OTAGW_HAVE_BLE
+#include "ble.h"
+#include "busev.h"
+#endif
 #include "daemon.h"
 #include "frame.h"
+#include "ident.h"
 #include "log.h"
 #include "session.h"
 #include "tcp.h"
@@ -79,6 +85,7 @@ struct links {
 	TAILQ_HEAD(, link) list;
 	LIST_HEAD(, links_sub) subs;
 	int next_sub;
+	struct link_ble *ble; /* [ble], when enabled */
 };
 
 static int link_open(struct link *l);
@@ -100,6 +107,7 @@ link_info_of(struct link *l, struct link_info *out)
 	*out = (struct link_info){
 	    .name = l->name,
 	    .kind = l->kind,
+	    .kind_name = config_link_kind_name(l->kind),
 	    .address = l->address,
 	    .up = l->up,
 	    .last_error = l->last_error,
@@ -107,17 +115,25 @@ link_info_of(struct link *l, struct link_info *out)
 	};
 }
 
+/* Tells every subscriber; one may unsubscribe itself from its callback. */
+static void
+links_tell(struct links *ls, const struct link_info *info, bool removed)
+{
+	struct links_sub *s, *next;
+
+	for (s = LIST_FIRST(&ls->subs); s != NULL; s = next) {
+		next = LIST_NEXT(s, entry);
+		s->cb(info, removed, s->arg);
+	}
+}
+
 static void
 link_changed(struct link *l, bool removed)
 {
-	struct links_sub *s, *next;
 	struct link_info info;
 
-	for (s = LIST_FIRST(&l->ls->subs); s != NULL; s = next) {
-		next = LIST_NEXT(s, entry);
-		link_info_of(l, &info);
-		s->cb(&info, removed, s->arg);
-	}
+	link_info_of(l, &info);
+	links_tell(l->ls, &info, removed);
 }
 
 /* --- sessions on the link --- */
@@ -354,6 +370,531 @@ link_open(struct link *l)
 	return 0;
 }
 
+/* --- the [ble] link: a BLE central on a system bus connection of its own --- */
+
+#ifdef OTAGW_HAVE_BLE
+/* A device whose session is done is let go this long after its last message, so the message
+ * leaves before the link does (an L2CAP channel drops SDUs still queued when it closes). */
+#define LINKS_BLE_GRACE_MS 1000u
+/* A connected device whose session stays idle this long (it never said HELLO, or did not
+ * reboot after an install) is let go, so it does not hold a connection slot forever. */
+#define LINKS_BLE_IDLE_MS 60000u
+/* A device whose link dropped and does not come back within this is given up (the central
+ * holds it off; it is served again when it is seen later). */
+#define LINKS_BLE_LINGER_MS 120000u
+/* How long a device that was told to come back later is left alone, at most. */
+#define LINKS_BLE_HOLDOFF_MAX_S 86400u
+
+struct link_ble;
+
+/* A device the central handed out, and its session. */
+struct link_ble_dev {
+	TAILQ_ENTRY(link_ble_dev) entry;
+	struct link_ble *b;
+	struct session *s;
+	char address[18];
+	char serial[IDENT_SERIAL_MAX + 1]; /* the device's, once it said HELLO (for logs) */
+	bool up;
+	uint64_t down_since_ms;
+	uint64_t idle_since_ms; /* 0: busy, or not looked at yet */
+	uint64_t done_at_ms;    /* 0: not done */
+	uint32_t come_back_s;
+};
+
+struct link_ble {
+	struct links *ls;
+	struct config_ble cfg; /* name_prefix owned */
+	sd_bus *bus;
+	struct busev *be;
+	struct ble_central *c;
+	struct event *retry, *tick;
+	unsigned backoff_s;
+	TAILQ_HEAD(, link_ble_dev) devs;
+	unsigned connections;
+	char address[24];
+	char last_error[256];
+	/* the adapter state last logged */
+	bool logged, was_bluez, was_adapter, was_powered;
+};
+
+static uint64_t
+link_ble_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static void
+link_ble_info(struct link_ble *b, struct link_info *out)
+{
+	struct ble_central_stats st = {0};
+	bool up = false;
+
+	if (b->c != NULL) {
+		ble_central_get_stats(b->c, &st);
+		up = st.powered;
+		if (!st.bluez)
+			snprintf(b->last_error, sizeof(b->last_error),
+			    "bluetoothd is not running (org.bluez is not on the system bus)");
+		else if (!st.adapter)
+			snprintf(b->last_error, sizeof(b->last_error),
+			    "No adapter %s in bluetoothd", b->cfg.adapter);
+		else if (!st.powered)
+			snprintf(b->last_error, sizeof(b->last_error),
+			    "Adapter %s is powered off%s%s", b->cfg.adapter,
+			    st.adapter_error[0] != '\0' ? ": " : "", st.adapter_error);
+		else
+			b->last_error[0] = '\0';
+	}
+	*out = (struct link_info){
+	    .name = "ble",
+	    .kind = CONFIG_LINK_UART, /* not a config link: kind_name says what it is */
+	    .kind_name = "ble",
+	    .address = b->address,
+	    .up = up,
+	    .last_error = b->last_error,
+	    .connections = b->connections,
+	};
+}
+
+static void
+link_ble_changed(struct link_ble *b, bool removed)
+{
+	struct link_info info;
+
+	link_ble_info(b, &info);
+	links_tell(b->ls, &info, removed);
+}
+
+/* Frees the device's session, which frees its transport: the central disconnects the device
+ * and leaves it alone for holdoff_s (0: the central's default), so others get a turn. */
+static void
+link_ble_release(struct link_ble_dev *bd, unsigned holdoff_s, const char *why)
+{
+	struct link_ble *b = bd->b;
+	struct transport *t = session_transport(bd->s);
+	const char *serial = bd->serial[0] != '\0' ? bd->serial : NULL;
+
+	if (serial != NULL)
+		dev_debug(serial, "Link ble: letting %s go (%s), leaving it alone for %u s",
+		    bd->address, why, holdoff_s);
+	else
+		log_debug("Link ble: letting %s go (%s)", bd->address, why);
+	if (holdoff_s != 0 && t != NULL)
+		(void)ble_central_set_holdoff(b->c, t, holdoff_s);
+	TAILQ_REMOVE(&b->devs, bd, entry);
+	if (bd->up)
+		b->connections--;
+	session_free(bd->s, why);
+	free(bd);
+	link_ble_changed(b, false);
+}
+
+/* Once a second: lets go of devices that are done, idle too long, or gone too long. */
+static void
+link_ble_tick_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct link_ble *b = arg;
+	struct link_ble_dev *bd, *next;
+	uint64_t now = link_ble_now_ms();
+	unsigned holdoff;
+
+	(void)fd;
+	(void)what;
+	for (bd = TAILQ_FIRST(&b->devs); bd != NULL; bd = next) {
+		next = TAILQ_NEXT(bd, entry);
+		holdoff = bd->come_back_s < LINKS_BLE_HOLDOFF_MAX_S ? bd->come_back_s
+								    : LINKS_BLE_HOLDOFF_MAX_S;
+		if (!bd->up) {
+			/* A device that was done and went away (it does not wait for us to
+			 * disconnect it) is let go at once. */
+			if (bd->done_at_ms != 0 && session_idle(bd->s))
+				link_ble_release(bd, holdoff, "done, disconnected");
+			else if (now - bd->down_since_ms >= LINKS_BLE_LINGER_MS)
+				link_ble_release(bd, 0, "did not come back");
+			continue;
+		}
+		if (!session_idle(bd->s)) {
+			bd->idle_since_ms = 0;
+			continue;
+		}
+		if (bd->idle_since_ms == 0)
+			bd->idle_since_ms = now;
+		if (bd->done_at_ms != 0 && now - bd->done_at_ms >= LINKS_BLE_GRACE_MS) {
+			link_ble_release(bd, holdoff, "done");
+		} else if (now - bd->idle_since_ms >= LINKS_BLE_IDLE_MS) {
+			link_ble_release(bd, 0, "idle");
+		}
+	}
+}
+
+static void
+link_ble_session_state(struct session *s, bool up, int err, void *arg)
+{
+	struct link_ble_dev *bd = arg;
+	struct link_ble *b = bd->b;
+	const char *serial = session_serial(s); /* NULL once down: the session unbinds first */
+
+	if (serial != NULL)
+		snprintf(bd->serial, sizeof(bd->serial), "%s", serial);
+	serial = bd->serial[0] != '\0' ? bd->serial : NULL;
+	if (up == bd->up)
+		return;
+	bd->up = up;
+	bd->idle_since_ms = 0;
+	if (up) {
+		b->connections++;
+		log_debug("Link ble: %s connected again", bd->address);
+	} else {
+		b->connections--;
+		bd->down_since_ms = link_ble_now_ms();
+		if (serial != NULL)
+			dev_info(serial, "Link ble: %s disconnected (%s); reconnecting",
+			    bd->address, err != 0 ? strerror(-err) : "by the device");
+		else
+			log_debug("Link ble: %s disconnected (%s); reconnecting", bd->address,
+			    err != 0 ? strerror(-err) : "by the device");
+	}
+	link_ble_changed(b, false);
+}
+
+static void
+link_ble_session_done(struct session *s, uint32_t come_back_s, void *arg)
+{
+	struct link_ble_dev *bd = arg;
+	const char *serial = session_serial(s);
+
+	if (serial != NULL)
+		snprintf(bd->serial, sizeof(bd->serial), "%s", serial);
+	bd->done_at_ms = link_ble_now_ms();
+	bd->come_back_s = come_back_s;
+}
+
+/* The central connected a device: it becomes a session like any other link's. */
+static void
+link_ble_device_cb(
+    struct ble_central *c, struct transport *t, const char *address, const char *name, void *arg)
+{
+	struct link_ble *b = arg;
+	struct session_owner owner = {
+	    .link_state = link_ble_session_state, .done = link_ble_session_done};
+	struct session_link sl = {.name = "ble", .address = address, .solicit = true};
+	struct link_ble_dev *bd = calloc(1, sizeof(*bd));
+
+	(void)c;
+	if (bd == NULL) {
+		transport_free(t);
+		log_err("Link ble: out of memory, dropping %s", address);
+		return;
+	}
+	bd->b = b;
+	snprintf(bd->address, sizeof(bd->address), "%s", address);
+	owner.arg = bd;
+	if (session_new(b->ls->m, t, &sl, &owner, &bd->s) < 0) {
+		transport_free(t);
+		free(bd);
+		log_err("Link ble: out of memory, dropping %s", address);
+		return;
+	}
+	/* Up already; the session hears CONNECTED from the loop and solicits a HELLO. */
+	bd->up = true;
+	TAILQ_INSERT_TAIL(&b->devs, bd, entry);
+	b->connections++;
+	log_debug("Link ble: connected to %s%s%s%s over %s, messages up to %zu bytes", address,
+	    name != NULL ? " (" : "", name != NULL ? name : "", name != NULL ? ")" : "",
+	    transport_kind(t) == TRANSPORT_KIND_BLE_L2CAP ? "L2CAP" : "GATT", transport_mtu(t));
+	link_ble_changed(b, false);
+}
+
+/* The adapter's state changed: log what the operator should know, once per change. */
+static void
+link_ble_central_changed(struct ble_central *c, void *arg)
+{
+	struct link_ble *b = arg;
+	struct ble_central_stats st;
+
+	ble_central_get_stats(c, &st);
+	if (!b->logged || st.bluez != b->was_bluez || st.adapter != b->was_adapter ||
+	    st.powered != b->was_powered) {
+		if (!st.bluez)
+			log_warn("Link ble: bluetoothd is not running; waiting for it (systemctl "
+				 "start bluetooth)");
+		else if (!st.adapter)
+			log_warn("Link ble: bluetoothd has no adapter %s; waiting for it (see "
+				 "bluetoothctl list)",
+			    b->cfg.adapter);
+		else if (!st.powered)
+			log_notice(
+			    "Link ble: adapter %s is powered off; powering it on", b->cfg.adapter);
+		else
+			log_info("Link ble: adapter %s is up; looking for devices", b->cfg.adapter);
+		b->logged = true;
+		b->was_bluez = st.bluez;
+		b->was_adapter = st.adapter;
+		b->was_powered = st.powered;
+	}
+	link_ble_changed(b, false);
+}
+
+static void
+link_ble_debug(const char *line, void *arg)
+{
+	(void)arg;
+	log_debug("Link ble: %s", line);
+}
+
+/* Ends every device's session, the central and the bus connection. */
+static void
+link_ble_close(struct link_ble *b, const char *reason)
+{
+	struct link_ble_dev *bd;
+
+	while ((bd = TAILQ_FIRST(&b->devs)) != NULL) {
+		TAILQ_REMOVE(&b->devs, bd, entry);
+		session_free(bd->s, reason);
+		free(bd);
+	}
+	b->connections = 0;
+	b->c = ble_central_free(b->c);
+	if (b->bus != NULL)
+		sd_bus_flush(b->bus); /* let the Disconnect and StopDiscovery calls out */
+	b->be = busev_free(b->be);
+	b->bus = sd_bus_flush_close_unref(b->bus);
+	b->logged = false;
+}
+
+static int link_ble_open(struct link_ble *b);
+
+static void
+link_ble_retry_later(struct link_ble *b)
+{
+	b->backoff_s = b->backoff_s == 0 ? LINKS_RETRY_MIN_S : b->backoff_s * 2;
+	if (b->backoff_s > LINKS_RETRY_MAX_S)
+		b->backoff_s = LINKS_RETRY_MAX_S;
+	evtimer_add(b->retry, &(struct timeval){.tv_sec = (time_t)b->backoff_s});
+}
+
+static void
+link_ble_retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct link_ble *b = arg;
+
+	(void)fd;
+	(void)what;
+	if (link_ble_open(b) == 0) {
+		log_info("Link ble: connected to the system bus again");
+		b->backoff_s = 0;
+	} else {
+		link_ble_retry_later(b);
+	}
+	link_ble_changed(b, false);
+}
+
+/* The system bus went away (dbus-daemon restarted): every device is gone with bluetoothd's
+ * view of it; start over on a new connection after a backoff. */
+static void
+link_ble_bus_lost(struct busev *be, int err, void *arg)
+{
+	struct link_ble *b = arg;
+
+	(void)be;
+	log_warn_errno(err, "Link ble: lost the system bus; reconnecting");
+	link_ble_close(b, "lost the system bus");
+	snprintf(b->last_error, sizeof(b->last_error), "Lost the system bus: %s", strerror(-err));
+	link_ble_retry_later(b);
+	link_ble_changed(b, false);
+}
+
+static enum ble_prefer
+link_ble_prefer(enum config_ble_transport t)
+{
+	switch (t) {
+	case CONFIG_BLE_TRANSPORT_AUTO:
+		return BLE_PREFER_L2CAP;
+	case CONFIG_BLE_TRANSPORT_GATT:
+		return BLE_PREFER_GATT;
+	case CONFIG_BLE_TRANSPORT_L2CAP:
+		return BLE_PREFER_L2CAP_ONLY;
+	}
+	return BLE_PREFER_GATT;
+}
+
+/* Connects to the system bus and starts the central. Returns 0, or a negative errno with
+ * last_error set (nothing stays open). */
+static int
+link_ble_open(struct link_ble *b)
+{
+	const char *allow[CONFIG_BLE_ALLOW_MAX + 1];
+	struct ble_central_config cc = {
+	    .adapter = b->cfg.adapter,
+	    .allow = b->cfg.n_allow > 0 ? allow : NULL,
+	    .name_prefix = b->cfg.name_prefix,
+	    .max_connections = b->cfg.max_connections,
+	    .prefer = link_ble_prefer(b->cfg.transport),
+	    .psm = b->cfg.l2cap_psm,
+	    .scan_interval_s = b->cfg.scan_interval_s,
+	    .changed = link_ble_central_changed,
+	    .debug = link_ble_debug,
+	};
+	const char *what = "cannot connect to the system bus";
+	size_t i;
+	int r;
+
+	for (i = 0; i < b->cfg.n_allow; i++)
+		allow[i] = b->cfg.allow[i];
+	allow[i] = NULL;
+	r = sd_bus_open_system(&b->bus);
+	if (r >= 0) {
+		what = "cannot watch the system bus";
+		r = busev_new(b->ls->base, b->bus, link_ble_bus_lost, b, &b->be);
+	}
+	if (r >= 0) {
+		what = "cannot start the BLE central";
+		r = ble_central_new(b->ls->base, b->be, &cc, link_ble_device_cb, b, &b->c);
+	}
+	if (r < 0) {
+		snprintf(b->last_error, sizeof(b->last_error), "%s: %s", what, strerror(-r));
+		link_ble_close(b, NULL);
+		return r;
+	}
+	snprintf(b->last_error, sizeof(b->last_error), "starting");
+	return 0;
+}
+
+static void
+link_ble_free(struct link_ble *b, const char *reason)
+{
+	if (b == NULL)
+		return;
+	link_ble_close(b, reason);
+	if (b->retry != NULL)
+		event_free(b->retry);
+	if (b->tick != NULL)
+		event_free(b->tick);
+	free(b->cfg.name_prefix);
+	free(b);
+}
+
+/* Creates and opens the [ble] link. At start a failure is returned; after a reload (retry
+ * true) the link stays, down, and is retried. */
+static int
+link_ble_new(struct links *ls, const struct config_ble *cfg, bool retry, struct link_ble **out)
+{
+	struct link_ble *b = calloc(1, sizeof(*b));
+	int r;
+
+	if (b == NULL)
+		return log_err_errno(-ENOMEM, "Link ble");
+	b->ls = ls;
+	TAILQ_INIT(&b->devs);
+	b->cfg = *cfg;
+	b->cfg.name_prefix = NULL;
+	snprintf(b->address, sizeof(b->address), "%s", cfg->adapter);
+	b->retry = evtimer_new(ls->base, link_ble_retry_cb, b);
+	b->tick = event_new(ls->base, -1, EV_PERSIST, link_ble_tick_cb, b);
+	if (b->retry == NULL || b->tick == NULL ||
+	    (cfg->name_prefix != NULL && (b->cfg.name_prefix = strdup(cfg->name_prefix)) == NULL)) {
+		link_ble_free(b, NULL);
+		return log_err_errno(-ENOMEM, "Link ble");
+	}
+	evtimer_add(b->tick, &(struct timeval){.tv_sec = 1});
+	r = link_ble_open(b);
+	if (r < 0 && !retry) {
+		log_err("Failed to open link ble: %s", b->last_error);
+		link_ble_free(b, NULL);
+		return r;
+	}
+	if (r < 0) {
+		log_err("Failed to open link ble: %s; retrying", b->last_error);
+		link_ble_retry_later(b);
+	}
+	*out = b;
+	link_ble_changed(b, false);
+	return r;
+}
+
+/* True if the running [ble] link has exactly cfg's settings. */
+static bool
+link_ble_same(const struct link_ble *b, const struct config_ble *cfg)
+{
+	const char *p1 = b->cfg.name_prefix != NULL ? b->cfg.name_prefix : "";
+	const char *p2 = cfg->name_prefix != NULL ? cfg->name_prefix : "";
+	size_t i;
+
+	if (strcmp(b->cfg.adapter, cfg->adapter) != 0 || b->cfg.transport != cfg->transport ||
+	    b->cfg.n_allow != cfg->n_allow || strcmp(p1, p2) != 0 ||
+	    (b->cfg.name_prefix == NULL) != (cfg->name_prefix == NULL) ||
+	    b->cfg.max_connections != cfg->max_connections ||
+	    b->cfg.scan_interval_s != cfg->scan_interval_s || b->cfg.l2cap_psm != cfg->l2cap_psm)
+		return false;
+	for (i = 0; i < cfg->n_allow; i++)
+		if (strcmp(b->cfg.allow[i], cfg->allow[i]) != 0)
+			return false;
+	return true;
+}
+
+/* Applies [ble] from a reload: started, stopped, or re-opened when a setting changed. */
+static int
+links_ble_reload(struct links *ls, const struct config_ble *cfg)
+{
+	if (ls->ble != NULL && cfg->enabled && link_ble_same(ls->ble, cfg))
+		return 0;
+	if (ls->ble != NULL) {
+		log_info(cfg->enabled ? "Link ble changed; re-opening it" : "Link ble removed");
+		link_ble_changed(ls->ble, true);
+		link_ble_free(ls->ble, cfg->enabled ? "link re-opened with new settings"
+						    : "link removed from the configuration");
+		ls->ble = NULL;
+	} else if (cfg->enabled) {
+		log_info("Link ble added");
+	}
+	if (!cfg->enabled)
+		return 0;
+	return link_ble_new(ls, cfg, true, &ls->ble);
+}
+
+#else /* !OTAGW_HAVE_BLE */
+
+struct link_ble;
+
+static int
+link_ble_new(struct links *ls, const struct config_ble *cfg, bool retry, struct link_ble **out)
+{
+	(void)ls;
+	(void)cfg;
+	(void)retry;
+	(void)out;
+	log_err("Failed to open link ble: this otagwd was built without Bluetooth support "
+		"(OTAGW_BLE=OFF); set enabled = no in [ble]");
+	return -EOPNOTSUPP;
+}
+
+static int
+links_ble_reload(struct links *ls, const struct config_ble *cfg)
+{
+	struct link_ble *b = NULL;
+
+	return cfg->enabled ? link_ble_new(ls, cfg, true, &b) : 0;
+}
+
+static void
+link_ble_free(struct link_ble *b, const char *reason)
+{
+	(void)b;
+	(void)reason;
+}
+
+static void
+link_ble_info(struct link_ble *b, struct link_info *out)
+{
+	(void)b;
+	(void)out;
+}
+
+#endif /* OTAGW_HAVE_BLE */
+
 /* A new link object for cfg (not opened). */
 static struct link *
 link_new(struct links *ls, const struct config_link *cfg)
@@ -491,6 +1032,13 @@ links_new(struct event_base *base, struct sessions *m, const struct config *cfg,
 			return r;
 		}
 	}
+	if (cfg->ble.enabled) {
+		r = link_ble_new(ls, &cfg->ble, false, &ls->ble);
+		if (r < 0) {
+			links_free(ls, "otagwd could not start");
+			return r;
+		}
+	}
 	*out = ls;
 	return 0;
 }
@@ -536,6 +1084,9 @@ links_reload(struct links *ls, const struct config *cfg)
 		link_changed(l, true);
 		link_free(l, "link removed from the configuration");
 	}
+	r = links_ble_reload(ls, &cfg->ble);
+	if (r < 0 && ret == 0)
+		ret = r;
 	return ret;
 }
 
@@ -547,6 +1098,8 @@ links_free(struct links *ls, const char *reason)
 
 	if (ls == NULL)
 		return;
+	link_ble_free(ls->ble, reason);
+	ls->ble = NULL;
 	while ((l = TAILQ_FIRST(&ls->list)) != NULL) {
 		TAILQ_REMOVE(&ls->list, l, entry);
 		link_free(l, reason);
@@ -572,6 +1125,10 @@ links_foreach(struct links *ls, int (*cb)(const struct link_info *info, void *ar
 		link_info_of(l, &info);
 		if ((r = cb(&info, arg)) != 0)
 			return r;
+	}
+	if (ls->ble != NULL) {
+		link_ble_info(ls->ble, &info);
+		return cb(&info, arg);
 	}
 	return 0;
 }

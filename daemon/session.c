@@ -295,6 +295,14 @@ session_complain(struct session *s, const char *fmt, ...)
 
 /* --- sending --- */
 
+/* Tells the owner that the device was told to come back later (session_owner.done). */
+static void
+session_done(struct session *s, uint32_t come_back_s)
+{
+	if (s->owner.done != NULL)
+		s->owner.done(s, come_back_s, s->owner.arg);
+}
+
 static int
 session_send(struct session *s, const uint8_t *msg, size_t len)
 {
@@ -321,6 +329,8 @@ session_send_error(struct session *s, enum msg_error_code code, uint32_t retry_s
 	};
 
 	session_send(s, out, msg_encode_error(&e, out, sizeof(out)));
+	if (retry_s > 0 && code != MSG_ERROR_BUSY)
+		session_done(s, retry_s);
 }
 
 static void
@@ -988,6 +998,7 @@ session_on_check(struct upstream_check *c, struct upstream_answer *a, void *arg)
 		nu.reason = session_text(buf, MSG_REASON_MAX, a->reason);
 		session_send(s, out, msg_encode_no_update(&nu, out, sizeof(out)));
 		session_stop(s, HISTORY_RESULT_ABORTED, NULL, false);
+		session_done(s, recheck);
 		if (s->just_installed) {
 			/* "installed" says more than "up to date" right after the install */
 			fleet_set_progress(m->fleet, s->dev, s->installed_size, s->installed_size);
@@ -1356,6 +1367,7 @@ session_on_result(struct session *s, const struct msg_result *r)
 		    r->status == MSG_STATUS_UNSUPPORTED
 		? FLEET_STATE_ERROR
 		: FLEET_STATE_FAILED);
+	session_done(s, 0);
 }
 
 /* --- HELLO --- */
@@ -1855,6 +1867,12 @@ session_free(struct session *s, const char *reason)
 	event_free(s->kick);
 	transport_free(s->t);
 	free(s);
+}
+
+bool
+session_idle(const struct session *s)
+{
+	return s->state == SESSION_IDLE;
 }
 
 struct transport *

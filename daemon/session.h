@@ -60,6 +60,11 @@ struct session_owner {
 	/* An accepted connection ended: free the session now (session_free() from here is fine;
 	 * the session does nothing after this returns). NULL for links that come back. */
 	void (*closed)(struct session *s, void *arg);
+	/* The device was told to come back later: NO_UPDATE (come_back_s is its recheck time), an
+	 * ERROR with a retry time (but BUSY: the device waits in the queue), or DONE after a failed
+	 * or refused update (come_back_s 0: not said). Links whose devices take turns (BLE) let
+	 * the device go once the session is idle. Must not free s. NULL: not told. */
+	void (*done)(struct session *s, uint32_t come_back_s, void *arg);
 	void *arg;
 };
 
@@ -81,6 +86,10 @@ int session_new(struct sessions *m, struct transport *t, const struct session_li
  * other devices wait for goes on; one nobody waits for stops and keeps its partial file for a
  * resume), and the transport freed. Accepts NULL. */
 void session_free(struct session *s, const char *reason);
+
+/* True while the session does nothing for its device: no check, download, queue place or
+ * transfer under way. */
+bool session_idle(const struct session *s);
 
 /* The session's transport and whether a device is bound to it (and its serial, or NULL). */
 struct transport *session_transport(const struct session *s);

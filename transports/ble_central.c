@@ -38,7 +38,16 @@ enum {
 	BLE_CENTRAL_BACKOFF_MAX_MS = 30000,
 	BLE_CENTRAL_CONNECT_TIMEOUT_US = 30 * 1000 * 1000,
 	BLE_CENTRAL_CALL_TIMEOUT_US = 20 * 1000 * 1000,
-	BLE_CENTRAL_RESOLVE_TIMEOUT_MS = 30000, /* connected but services never resolved */
+	/* connected but services never resolved: bluetoothd waits 30 s for a lost ATT
+	 * response; service discovery normally takes well under a second */
+	BLE_CENTRAL_RESOLVE_TIMEOUT_MS = 15000,
+	/* ServicesResolved can arrive before the InterfacesAdded of the services it announces
+	 * (bluetoothd batches both per object): wait this long for ours before giving up. */
+	BLE_CENTRAL_OBJECTS_WAIT_MS = 2000,
+	BLE_CENTRAL_ADAPTER_RETRY_MS = 5000, /* after bluetoothd refused power or discovery */
+	BLE_CENTRAL_HOLDOFF_S = 30,
+	BLE_CENTRAL_FOREIGN_S = 600, /* a device that advertised our service but lacks it */
+	BLE_CENTRAL_SCAN_INTERVAL_S = 10,
 };
 
 enum ble_dev_state {
@@ -60,18 +69,22 @@ struct ble_dev {
 	char *name;
 	bool addr_random;
 	bool present;   /* the Device1 object exists */
-	bool ours;      /* advertises or resolved the otagw service */
+	bool ours;      /* Device1.UUIDs hold the otagw service */
+	bool foreign;   /* connected once and had no otagw service */
 	bool connected; /* Device1.Connected */
+	bool seen;      /* Device1.RSSI is valid: it advertised during the current discovery */
 	bool resolved;  /* Device1.ServicesResolved */
 	enum ble_dev_state state;
 	uint64_t state_since_ms;
+	uint64_t resolved_ms;  /* when ServicesResolved turned true */
 	struct ble_link *link; /* handed to the owner; NULL before or after */
 	unsigned int backoff_ms;
 	uint64_t next_try_ms;
 	uint64_t holdoff_until_ms;
-	sd_bus_slot *call; /* the one call in flight for this device */
-	int notify_fd;     /* GATT: acquired before the write fd */
-	int l2cap_fd;      /* L2CAP: connecting */
+	unsigned int holdoff_s; /* the owner's hold-off for its next release; 0 = the config's */
+	sd_bus_slot *call;      /* the one call in flight for this device */
+	int notify_fd;          /* GATT: acquired before the write fd */
+	int l2cap_fd;           /* L2CAP: connecting */
 	struct event *l2cap_ev;
 	bool use_l2cap;
 	uint16_t psm;
@@ -97,6 +110,9 @@ struct ble_central {
 	void *cb_arg;
 
 	bool bluez_up, adapter_present, powered, discovering, disc_requested;
+	uint64_t disc_since_ms;    /* when our discovery started (for scan_interval) */
+	uint64_t adapter_retry_ms; /* no power/discovery call before this (after a refusal) */
+	char adapter_error[128];
 	char adapter_addr[18];
 	sd_bus_slot *m_added, *m_removed, *m_props, *m_owner;
 	sd_bus_slot *objs_call, *adapter_call;
@@ -105,6 +121,9 @@ struct ble_central {
 	struct ble_obj *objs;
 	struct event *step_ev, *tick_ev;
 	unsigned int restarts;
+	/* what the owner was last told through cfg.changed */
+	bool told, told_bluez, told_adapter, told_powered;
+	unsigned int told_connected;
 };
 
 static void ble_central_schedule(struct ble_central *c);
@@ -285,6 +304,19 @@ ble_dev_chrc(struct ble_central *c, const struct ble_dev *d, const char *uuid)
 	return NULL;
 }
 
+/* The device a GATT object belongs to: its path is the object's path up to a '/'. */
+static struct ble_dev *
+ble_dev_of_object(struct ble_central *c, const char *path)
+{
+	for (struct ble_dev *d = c->devs; d; d = d->next) {
+		size_t n = strlen(d->path);
+
+		if (strncmp(path, d->path, n) == 0 && path[n] == '/')
+			return d;
+	}
+	return NULL;
+}
+
 static bool
 ble_dev_has_service(struct ble_central *c, const struct ble_dev *d)
 {
@@ -356,11 +388,19 @@ ble_central_prop(const char *iface, const char *name, sd_bus_message *m, void *c
 		} else if (strcmp(name, "UUIDs") == 0) {
 			r = ble_dbus_v_strv_has(m, BLE_SERVICE_UUID, &b);
 			if (r >= 0 && b)
-				d->ours = true;
+				d->ours = true, d->foreign = false;
+		} else if (strcmp(name, "RSSI") == 0) {
+			r = sd_bus_message_skip(m, "v");
+			if (r >= 0)
+				d->seen = true;
 		} else if (strcmp(name, "Connected") == 0) {
 			r = ble_dbus_v_bool(m, &d->connected);
 		} else if (strcmp(name, "ServicesResolved") == 0) {
+			bool was = d->resolved;
+
 			r = ble_dbus_v_bool(m, &d->resolved);
+			if (r >= 0 && d->resolved && !was)
+				d->resolved_ms = ble_now_ms();
 			if (r >= 0 && d->resolved)
 				d->connected =
 				    true; /* resolved implies connected, see on_connect */
@@ -481,6 +521,8 @@ ble_central_reset(struct ble_central *c, bool adapter_only)
 {
 	c->adapter_call = sd_bus_slot_unref(c->adapter_call);
 	c->adapter_present = c->powered = c->discovering = c->disc_requested = false;
+	c->adapter_retry_ms = 0;
+	c->adapter_error[0] = '\0';
 	if (!adapter_only)
 		c->objs_call = sd_bus_slot_unref(c->objs_call);
 	for (struct ble_dev *d = c->devs; d; d = d->next) {
@@ -504,6 +546,7 @@ ble_central_on_objects(sd_bus_message *m, void *userdata, sd_bus_error *ret_erro
 	if (sd_bus_message_is_method_error(m, NULL)) {
 		/* No bluetoothd (yet): NameOwnerChanged will tell when it comes. */
 		c->bluez_up = false;
+		ble_central_schedule(c);
 		return 0;
 	}
 	c->bluez_up = true;
@@ -565,6 +608,12 @@ ble_central_on_removed(sd_bus_message *m, void *userdata, sd_bus_error *ret_erro
 			if (!d->link && d->state == BLE_DEV_IDLE && !d->holdoff_until_ms)
 				ble_dev_remove(c, d);
 		} else if (strcmp(iface, IFACE_SVC) == 0 || strcmp(iface, IFACE_CHRC) == 0) {
+			/* Our service going away under a link (the device's GATT application
+			 * died, or it changed its database) ends the link: the acquired fds
+			 * lead nowhere now. The device is reconnected after its backoff. */
+			if (ble_obj_find(c, path) && (d = ble_dev_of_object(c, path)) &&
+			    (d->state == BLE_DEV_SETUP || d->state == BLE_DEV_UP))
+				ble_dev_fail(d, -ENODEV);
 			ble_obj_remove(c, path);
 		}
 	}
@@ -591,10 +640,18 @@ ble_central_on_props(sd_bus_message *m, void *userdata, sd_bus_error *ret_error)
 	} else if (strcmp(iface, IFACE_ADAPT) != 0) {
 		return 0;
 	}
-	(void)ble_dbus_props(m, iface, ble_central_prop, &p);
+	if (ble_dbus_props(m, iface, ble_central_prop, &p) >= 0 && p.dev &&
+	    sd_bus_message_enter_container(m, 'a', "s") > 0) {
+		const char *gone;
+
+		/* bluetoothd invalidates RSSI when discovery stops: not seen any more. */
+		while (sd_bus_message_read(m, "s", &gone) > 0)
+			if (strcmp(gone, "RSSI") == 0)
+				p.dev->seen = false;
+	}
 	if (p.dev)
-		ble_central_debug(c, "%s: connected %d resolved %d ours %d", path, p.dev->connected,
-		    p.dev->resolved, p.dev->ours);
+		ble_central_debug(c, "%s: connected %d resolved %d ours %d seen %d", path,
+		    p.dev->connected, p.dev->resolved, p.dev->ours, p.dev->seen);
 	if (p.adapter_changed)
 		ble_central_debug(
 		    c, "%s: powered %d discovering %d", path, c->powered, c->discovering);
@@ -611,8 +668,12 @@ ble_central_on_props(sd_bus_message *m, void *userdata, sd_bus_error *ret_error)
 			}
 		}
 	}
-	if (p.adapter_changed && !c->discovering && !c->adapter_call)
-		c->disc_requested = false; /* stopped under us: ask again */
+	if (p.adapter_changed && !c->discovering) {
+		for (struct ble_dev *d = c->devs; d; d = d->next)
+			d->seen = false;
+		if (!c->adapter_call)
+			c->disc_requested = false; /* stopped under us: ask again */
+	}
 	if (p.adapter_changed && !c->powered) {
 		/* Power loss: discovery and every connection are gone. */
 		c->disc_requested = false;
@@ -695,6 +756,21 @@ ble_dev_fail(struct ble_dev *d, int err)
 	ble_central_schedule(c);
 }
 
+/* The device cannot be served as configured (transport = l2cap, and it offers no PSM): let it
+ * go and leave it alone for the hold-off, as if it were done. */
+static void
+ble_dev_reject(struct ble_dev *d, int err)
+{
+	struct ble_central *c = d->c;
+
+	ble_central_debug(c, "%s: not served: %s", d->path, strerror(-err));
+	ble_dev_cancel(d);
+	d->holdoff_until_ms =
+	    ble_now_ms() + (c->cfg.holdoff_s ? c->cfg.holdoff_s : BLE_CENTRAL_HOLDOFF_S) * 1000u;
+	ble_dev_disconnect(d);
+	ble_central_schedule(c);
+}
+
 static void ble_central_link_fd_lost(struct ble_link *l, int err, void *arg);
 static void ble_central_link_freed(struct ble_link *l, void *arg);
 
@@ -737,9 +813,12 @@ ble_dev_link_ready(struct ble_dev *d, int rfd, int wfd, size_t mtu)
 	}
 	ble_dev_set_state(d, BLE_DEV_UP);
 	d->backoff_ms = 0;
-	/* Before the hand-out there is no callback: the first CONNECTED is only recorded. */
-	if (ble_link_up(d->link) && fresh)
+	/* A new transport is handed out up; its CONNECTED follows from the loop, once the owner
+	 * has set its callback. A known one reports CONNECTED again now. */
+	if (fresh && ble_link_up_later(d->link))
 		c->cb(c, ble_link_transport(d->link), d->addr, d->name, c->cb_arg);
+	else if (!fresh)
+		(void)ble_link_up(d->link);
 	ble_central_schedule(c);
 }
 
@@ -914,12 +993,22 @@ ble_dev_on_psm(sd_bus_message *m, void *userdata, sd_bus_error *ret_error)
 	if (!sd_bus_message_is_method_error(m, NULL) &&
 	    sd_bus_message_read_array(m, 'y', &v, &n) >= 0 && n == 2)
 		d->psm = (uint16_t)(((const uint8_t *)v)[0] | ((const uint8_t *)v)[1] << 8);
-	/* No PSM (0, unreadable, malformed): GATT still works. */
+	/* No PSM (0, unreadable, malformed): GATT still works, unless L2CAP is required. */
 	if (d->psm)
 		ble_dev_start_l2cap(d);
+	else if (d->c->cfg.prefer == BLE_PREFER_L2CAP_ONLY)
+		ble_dev_reject(d, -EPROTONOSUPPORT);
 	else
 		ble_dev_start_gatt(d);
 	return 0;
+}
+
+/* Our service and the characteristics every otagw device has are known. */
+static bool
+ble_dev_objects_ready(struct ble_central *c, const struct ble_dev *d)
+{
+	return ble_dev_has_service(c, d) && ble_dev_chrc(c, d, BLE_WRITE_UUID) &&
+	       ble_dev_chrc(c, d, BLE_NOTIFY_UUID);
 }
 
 /* Services are resolved: pick the path (L2CAP if preferred and offered) and set it up. */
@@ -932,16 +1021,27 @@ ble_dev_setup(struct ble_dev *d)
 
 	ble_dev_set_state(d, BLE_DEV_SETUP);
 	if (!ble_dev_has_service(c, d)) {
-		ble_dev_fail(d, -ENOENT);
+		/* It advertised our service (it was seen in our filtered discovery) but does
+		 * not have it: leave it alone for a while rather than probe it again and again. */
+		d->foreign = true;
+		ble_dev_cancel(d);
+		ble_central_debug(c, "%s: no otagw service; leaving it alone for %u s", d->path,
+		    (unsigned)BLE_CENTRAL_FOREIGN_S);
+		d->holdoff_until_ms = ble_now_ms() + BLE_CENTRAL_FOREIGN_S * 1000u;
+		ble_dev_disconnect(d);
 		return;
 	}
-	if (c->cfg.prefer == BLE_PREFER_L2CAP && c->cfg.psm) {
+	if (c->cfg.prefer != BLE_PREFER_GATT && c->cfg.psm) {
 		d->psm = c->cfg.psm;
 		ble_dev_start_l2cap(d);
 		return;
 	}
 	psm_chrc = ble_dev_chrc(c, d, BLE_PSM_UUID);
-	if (c->cfg.prefer != BLE_PREFER_L2CAP || !psm_chrc) {
+	if (c->cfg.prefer == BLE_PREFER_L2CAP_ONLY && !psm_chrc) {
+		ble_dev_reject(d, -EPROTONOSUPPORT);
+		return;
+	}
+	if (c->cfg.prefer == BLE_PREFER_GATT || !psm_chrc) {
 		ble_dev_start_gatt(d);
 		return;
 	}
@@ -1008,7 +1108,12 @@ ble_central_link_freed(struct ble_link *l, void *arg)
 	(void)l;
 	/* The owner is done with this device: let it go and give others a turn. */
 	d->link = NULL;
-	d->holdoff_until_ms = ble_now_ms() + (c->cfg.holdoff_s ? c->cfg.holdoff_s : 30) * 1000u;
+	d->holdoff_until_ms =
+	    ble_now_ms() + (uint64_t)(d->holdoff_s       ? d->holdoff_s
+				      : c->cfg.holdoff_s ? c->cfg.holdoff_s
+							 : BLE_CENTRAL_HOLDOFF_S) *
+			       1000u;
+	d->holdoff_s = 0;
 	if (d->state != BLE_DEV_IDLE && d->state != BLE_DEV_DISCONNECTING)
 		ble_dev_disconnect(d);
 	ble_central_schedule(c);
@@ -1016,15 +1121,34 @@ ble_central_link_freed(struct ble_link *l, void *arg)
 
 /* Adapter set-up. */
 
+/* Remembers why bluetoothd refused (rfkill, adapter busy...) for the owner's status, and waits
+ * a little before asking again; a success clears it. */
+static void
+ble_central_adapter_result(struct ble_central *c, sd_bus_message *m, const char *what)
+{
+	const sd_bus_error *e;
+
+	if (!sd_bus_message_is_method_error(m, NULL)) {
+		c->adapter_error[0] = '\0';
+		return;
+	}
+	e = sd_bus_message_get_error(m);
+	snprintf(c->adapter_error, sizeof(c->adapter_error), "%s: %s", what,
+	    e && e->message ? e->message
+	    : e && e->name  ? e->name
+			    : "failed");
+	ble_central_debug(c, "%s: %s", c->adapter_path, c->adapter_error);
+	c->adapter_retry_ms = ble_now_ms() + BLE_CENTRAL_ADAPTER_RETRY_MS;
+}
+
 static int
-ble_central_on_adapter_reply(sd_bus_message *m, void *userdata, sd_bus_error *ret_error)
+ble_central_on_power(sd_bus_message *m, void *userdata, sd_bus_error *ret_error)
 {
 	struct ble_central *c = userdata;
-	const char *member = sd_bus_message_get_member(m);
 
 	(void)ret_error;
-	(void)member;
 	c->adapter_call = sd_bus_slot_unref(c->adapter_call);
+	ble_central_adapter_result(c, m, "Cannot power the adapter");
 	ble_central_schedule(c);
 	return 0;
 }
@@ -1036,11 +1160,15 @@ ble_central_on_discovery(sd_bus_message *m, void *userdata, sd_bus_error *ret_er
 
 	(void)ret_error;
 	c->adapter_call = sd_bus_slot_unref(c->adapter_call);
-	/* InProgress: we are a discovery client already. Other errors: retried at the next
-	 * tick. */
+	/* InProgress: we are a discovery client already. */
 	if (!sd_bus_message_is_method_error(m, NULL) ||
-	    sd_bus_message_is_method_error(m, "org.bluez.Error.InProgress"))
+	    sd_bus_message_is_method_error(m, "org.bluez.Error.InProgress")) {
 		c->disc_requested = true;
+		c->disc_since_ms = ble_now_ms();
+		c->adapter_error[0] = '\0';
+	} else {
+		ble_central_adapter_result(c, m, "Cannot discover devices");
+	}
 	ble_central_schedule(c);
 	return 0;
 }
@@ -1052,25 +1180,55 @@ ble_central_on_filter(sd_bus_message *m, void *userdata, sd_bus_error *ret_error
 
 	(void)ret_error;
 	c->adapter_call = sd_bus_slot_unref(c->adapter_call);
-	if (sd_bus_message_is_method_error(m, NULL))
-		return 0; /* retried at the next tick */
-	(void)sd_bus_call_method_async(c->bus, &c->adapter_call, BLUEZ, c->adapter_path,
-	    IFACE_ADAPT, "StartDiscovery", ble_central_on_discovery, c, "");
+	if (sd_bus_message_is_method_error(m, NULL)) {
+		ble_central_adapter_result(c, m, "Cannot set the discovery filter");
+		ble_central_schedule(c);
+		return 0;
+	}
+	if (sd_bus_call_method_async(c->bus, &c->adapter_call, BLUEZ, c->adapter_path, IFACE_ADAPT,
+		"StartDiscovery", ble_central_on_discovery, c, "") < 0)
+		ble_central_schedule(c);
 	return 0;
 }
 
-static void
-ble_central_adapter_step(struct ble_central *c)
+static int
+ble_central_on_stop_discovery(sd_bus_message *m, void *userdata, sd_bus_error *ret_error)
 {
-	if (c->adapter_call)
+	struct ble_central *c = userdata;
+
+	(void)m;
+	(void)ret_error;
+	/* An error (not discovering any more, e.g. after a power cycle) means stopped all the
+	 * same. */
+	c->adapter_call = sd_bus_slot_unref(c->adapter_call);
+	c->disc_requested = false;
+	ble_central_schedule(c);
+	return 0;
+}
+
+/* Powers the adapter and keeps our discovery as wanted: on while a slot is free and no connect
+ * is in flight, restarted every scan_interval. One call at a time. */
+static void
+ble_central_adapter_step(struct ble_central *c, bool want_discovery, uint64_t now)
+{
+	uint64_t interval_ms = (uint64_t)(c->cfg.scan_interval_s ? c->cfg.scan_interval_s
+								 : BLE_CENTRAL_SCAN_INTERVAL_S) *
+			       1000u;
+
+	if (c->adapter_call || now < c->adapter_retry_ms)
 		return;
 	if (!c->powered) {
 		(void)sd_bus_call_method_async(c->bus, &c->adapter_call, BLUEZ, c->adapter_path,
-		    "org.freedesktop.DBus.Properties", "Set", ble_central_on_adapter_reply, c,
-		    "ssv", IFACE_ADAPT, "Powered", "b", 1);
+		    "org.freedesktop.DBus.Properties", "Set", ble_central_on_power, c, "ssv",
+		    IFACE_ADAPT, "Powered", "b", 1);
 		return;
 	}
-	if (!c->disc_requested) {
+	if (c->disc_requested && (!want_discovery || now - c->disc_since_ms >= interval_ms)) {
+		(void)sd_bus_call_method_async(c->bus, &c->adapter_call, BLUEZ, c->adapter_path,
+		    IFACE_ADAPT, "StopDiscovery", ble_central_on_stop_discovery, c, "");
+		return;
+	}
+	if (want_discovery && !c->disc_requested) {
 		/* The filter is per client and bluetoothd forgets it with the client's discovery:
 		 * set it before every start. */
 		(void)sd_bus_call_method_async(c->bus, &c->adapter_call, BLUEZ, c->adapter_path,
@@ -1099,36 +1257,89 @@ ble_central_allowed(const struct ble_central *c, const struct ble_dev *d)
 	return true;
 }
 
-/* Recomputes what to do from the state: adapter power and discovery, then connections. */
+/* Tells the owner when the adapter's state or the number of links changed. */
+static void
+ble_central_tell(struct ble_central *c)
+{
+	struct ble_central_stats st;
+
+	if (!c->cfg.changed)
+		return;
+	ble_central_get_stats(c, &st);
+	if (c->told && st.bluez == c->told_bluez && st.adapter == c->told_adapter &&
+	    st.powered == c->told_powered && st.connected == c->told_connected)
+		return;
+	c->told = true;
+	c->told_bluez = st.bluez;
+	c->told_adapter = st.adapter;
+	c->told_powered = st.powered;
+	c->told_connected = st.connected;
+	c->cfg.changed(c, c->cb_arg);
+}
+
+/* Recomputes what to do from the state: connections first, then adapter power and discovery
+ * (which depends on how many connections are under way). */
 static void
 ble_central_step(struct ble_central *c)
 {
 	uint64_t now = ble_now_ms();
-	unsigned int busy = 0, max = c->cfg.max_connections ? c->cfg.max_connections : 1;
+	unsigned int busy = 0, connecting = 0, setting_up = 0, awaited = 0;
+	unsigned int max = c->cfg.max_connections ? c->cfg.max_connections : 1;
 
 	if (!c->bluez_up || !c->adapter_present) {
+		ble_central_tell(c);
 		busev_rearm(c->be);
 		return;
 	}
-	ble_central_adapter_step(c);
 	for (struct ble_dev *d = c->devs; d; d = d->next) {
 		if (d->holdoff_until_ms && now >= d->holdoff_until_ms && d->state == BLE_DEV_IDLE)
 			d->holdoff_until_ms = 0;
-		if (d->state == BLE_DEV_RESOLVING && d->resolved && d->connected)
+		if (d->state == BLE_DEV_RESOLVING && d->resolved && d->connected &&
+		    (ble_dev_objects_ready(c, d) ||
+			now - d->resolved_ms >= BLE_CENTRAL_OBJECTS_WAIT_MS))
 			ble_dev_setup(d);
 		else if (d->state == BLE_DEV_RESOLVING &&
 			 now - d->state_since_ms > BLE_CENTRAL_RESOLVE_TIMEOUT_MS)
 			ble_dev_fail(d, -ETIMEDOUT);
-		if (d->state != BLE_DEV_IDLE)
+		/* A device whose transport the owner holds keeps its slot while it reconnects
+		 * (it rebooted into a new image, or dropped out mid-transfer): its update is
+		 * not finished. The owner lets go of it if it does not come back. */
+		if (d->state != BLE_DEV_IDLE || d->link)
 			busy++;
+		if (d->state == BLE_DEV_IDLE && d->link)
+			awaited++;
+		if (d->state == BLE_DEV_CONNECTING)
+			connecting++;
+		if (d->state >= BLE_DEV_CONNECTING && d->state <= BLE_DEV_SETUP)
+			setting_up++;
 	}
-	for (struct ble_dev *d = c->devs; d && busy < max && c->powered; d = d->next) {
-		if (d->state != BLE_DEV_IDLE || !d->present || !d->ours || d->holdoff_until_ms ||
-		    now < d->next_try_ms || !ble_central_allowed(c, d))
-			continue;
-		ble_dev_connect(d);
-		busy++;
+	/* One connection set-up at a time (a controller creates one LE connection at a time
+	 * anyway), devices the owner holds first, then others while slots are free. */
+	for (int held = 1; held >= 0; held--) {
+		for (struct ble_dev *d = c->devs; d && !setting_up && c->powered; d = d->next) {
+			if (!d->link != !held || (!held && busy >= max))
+				continue;
+			/* Only devices that advertise now (seen in our discovery, which
+			 * bluetoothd filters on the otagw service): it remembers devices long
+			 * gone, and a connect to one blocks set-ups for its whole timeout.
+			 * Seen is enough even when UUIDs lack the service: bluetoothd keeps
+			 * the services of a device's last connection and ignores what it
+			 * advertises after, so a device whose service was missing once would
+			 * otherwise never be tried again. */
+			if (d->state != BLE_DEV_IDLE || !d->present || !d->seen ||
+			    (!d->ours && d->foreign) || d->holdoff_until_ms ||
+			    now < d->next_try_ms || !ble_central_allowed(c, d))
+				continue;
+			ble_dev_connect(d);
+			if (!held)
+				busy++;
+			connecting++;
+			setting_up++;
+		}
 	}
+	/* Discover while a slot is free or a held device is awaited back. */
+	ble_central_adapter_step(c, (busy < max || awaited) && connecting == 0, now);
+	ble_central_tell(c);
 	busev_rearm(c->be);
 }
 
@@ -1152,13 +1363,31 @@ void
 ble_central_get_stats(const struct ble_central *c, struct ble_central_stats *out)
 {
 	*out = (struct ble_central_stats){
-	    .discovering = c->discovering && c->disc_requested, .restarts = c->restarts};
+	    .bluez = c->bluez_up,
+	    .adapter = c->bluez_up && c->adapter_present,
+	    .powered = c->bluez_up && c->adapter_present && c->powered,
+	    .discovering = c->discovering && c->disc_requested,
+	    .restarts = c->restarts,
+	    .adapter_error = c->adapter_error,
+	};
 	for (const struct ble_dev *d = c->devs; d; d = d->next) {
 		if (d->state == BLE_DEV_UP)
 			out->connected++;
 		else if (d->state != BLE_DEV_IDLE && d->state != BLE_DEV_DISCONNECTING)
 			out->connecting++;
 	}
+}
+
+int
+ble_central_set_holdoff(struct ble_central *c, struct transport *t, unsigned int holdoff_s)
+{
+	for (struct ble_dev *d = c->devs; d; d = d->next) {
+		if (d->link && ble_link_transport(d->link) == t) {
+			d->holdoff_s = holdoff_s;
+			return 0;
+		}
+	}
+	return -EINVAL;
 }
 
 static bool
@@ -1182,7 +1411,7 @@ ble_central_new(struct event_base *base, struct busev *be, const struct ble_cent
 	size_t nallow = 0;
 	int r;
 
-	if (!cb || !ble_adapter_name_ok(adapter))
+	if (!cb || !ble_adapter_name_ok(adapter) || cfg->prefer > BLE_PREFER_L2CAP_ONLY)
 		return -EINVAL;
 	for (const char *const *a = cfg->allow; a && *a; a++, nallow++) {
 		bdaddr_t ba;

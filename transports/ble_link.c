@@ -35,6 +35,7 @@ struct ble_link {
 	int rfd, wfd;
 	struct event *rev, *wev;
 	struct event *hev; /* a separate write fd's hang-up (GATT: bluetoothd released it) */
+	struct event *ev_announce; /* ble_link_up_later(): CONNECTED from the loop */
 	size_t mtu;
 	struct ble_pkt *head, **tail;
 	size_t queued;
@@ -260,6 +261,8 @@ ble_link_free(struct transport *t)
 	struct ble_link *l = transport_container_of(t, struct ble_link, t);
 
 	ble_link_close(l);
+	if (l->ev_announce)
+		event_free(l->ev_announce);
 	if (l->has_owner && l->owner.freed)
 		l->owner.freed(l, l->owner.arg);
 	free(l);
@@ -272,6 +275,17 @@ static const struct transport_ops ble_link_ops = {
     .free = ble_link_free,
 };
 
+static void
+ble_link_on_announce(evutil_socket_t fd, short what, void *arg)
+{
+	struct ble_link *l = arg;
+
+	(void)fd;
+	(void)what;
+	if (l->t.up)
+		(void)transport_report(&l->t, TRANSPORT_EV_CONNECTED, NULL, 0, 0);
+}
+
 int
 ble_link_new(struct event_base *base, enum transport_kind kind, const char *name,
     const struct ble_link_owner *owner, struct ble_link **out)
@@ -280,7 +294,10 @@ ble_link_new(struct event_base *base, enum transport_kind kind, const char *name
 
 	if (!l)
 		return -ENOMEM;
-	if (transport_init(&l->t, &ble_link_ops, kind, "%s", name) < 0) {
+	l->ev_announce = event_new(base, -1, 0, ble_link_on_announce, l);
+	if (!l->ev_announce || transport_init(&l->t, &ble_link_ops, kind, "%s", name) < 0) {
+		if (l->ev_announce)
+			event_free(l->ev_announce);
 		free(l);
 		return -ENOMEM;
 	}
@@ -390,6 +407,16 @@ ble_link_up(struct ble_link *l)
 		return false;
 	l->t.up = true;
 	return transport_report(&l->t, TRANSPORT_EV_CONNECTED, NULL, 0, 0);
+}
+
+bool
+ble_link_up_later(struct ble_link *l)
+{
+	if (l->t.freed)
+		return false;
+	l->t.up = true;
+	event_active(l->ev_announce, EV_TIMEOUT, 1);
+	return true;
 }
 
 bool

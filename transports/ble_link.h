@@ -44,6 +44,10 @@ bool ble_link_has_wfd(const struct ble_link *l);
 /* Marks the link up (reports CONNECTED) or down (closes the fds, drops queued output, reports
  * DISCONNECTED with err). Returns false if the owner freed the transport inside the callback. */
 bool ble_link_up(struct ble_link *l);
+/* Marks the link up now and reports CONNECTED from the loop (unless it went down before), as
+ * the other transports announce a new link: for a transport about to be handed out, whose
+ * owner sets its callback first. Returns false if the transport was freed. */
+bool ble_link_up_later(struct ble_link *l);
 bool ble_link_down(struct ble_link *l, int err);
 
 /* Closes the fds without reporting anything (the owner is tearing down). */

@@ -372,16 +372,35 @@ static const sd_bus_vtable ble_periph_agent_vtable[] = {
 
 /* L2CAP listener. */
 
+/* Remembers the central behind an accepted channel, so its disconnect is seen (as for GATT,
+ * where bluetoothd names the device in Acquire*'s options). */
+static void
+ble_periph_set_central(struct ble_periph *p, const bdaddr_t *ba)
+{
+	char addr[18], *path;
+
+	ba2str(ba, addr);
+	for (char *c = addr; *c; c++)
+		if (*c == ':')
+			*c = '_';
+	if (asprintf(&path, "%s/dev_%s", p->adapter_path, addr) < 0)
+		return;
+	free(p->central_path);
+	p->central_path = path;
+}
+
 static void
 ble_periph_on_accept(evutil_socket_t fd, short what, void *arg)
 {
 	struct ble_periph *p = arg;
+	struct sockaddr_l2 peer;
+	socklen_t plen = sizeof(peer);
 	uint16_t mtu = 0;
 	socklen_t len = sizeof(mtu);
 	int cfd;
 
 	(void)what;
-	cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	cfd = accept4(fd, (struct sockaddr *)&peer, &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
 	if (cfd < 0)
 		return;
 	/* One central at a time; a second channel is refused by closing it. */
@@ -392,6 +411,8 @@ ble_periph_on_accept(evutil_socket_t fd, short what, void *arg)
 	}
 	if (ble_link_set_fds(p->l2cap, cfd, cfd, mtu < FRAME_MSG_MAX ? mtu : FRAME_MSG_MAX) < 0)
 		return;
+	if (plen >= sizeof(peer))
+		ble_periph_set_central(p, &peer.l2_bdaddr);
 	(void)ble_link_up(p->l2cap);
 }
 
@@ -808,6 +829,26 @@ struct transport *
 ble_periph_l2cap(struct ble_periph *p)
 {
 	return p->l2cap ? ble_link_transport(p->l2cap) : NULL;
+}
+
+bool
+ble_periph_connected(const struct ble_periph *p)
+{
+	return p->central_path != NULL;
+}
+
+int
+ble_periph_disconnect(struct ble_periph *p)
+{
+	int r;
+
+	if (!p->central_path)
+		return 0;
+	/* bluetoothd answers when the link is gone; PropertiesChanged(Connected) reports it. */
+	r = sd_bus_call_method_async(
+	    p->bus, NULL, BLUEZ, p->central_path, IFACE_DEV, "Disconnect", NULL, NULL, "");
+	busev_rearm(p->be);
+	return r < 0 ? r : 0;
 }
 
 struct ble_periph *

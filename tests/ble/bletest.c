@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -73,6 +74,22 @@ bletest_bulk_pump(struct transport *t, struct bletest_bulk *b)
 	return 0;
 }
 
+/* How often the receiver acknowledges: every BLETEST_WINDOW messages, or every n with
+ * BLETEST_ACK_EVERY=n (the benchmark measures what acknowledging every message costs). */
+static uint32_t
+bletest_ack_every(void)
+{
+	static uint32_t every;
+
+	if (!every) {
+		const char *e = getenv("BLETEST_ACK_EVERY");
+		unsigned long v = e ? strtoul(e, NULL, 10) : 0;
+
+		every = v >= 1 && v <= BLETEST_WINDOW ? (uint32_t)v : BLETEST_WINDOW;
+	}
+	return every;
+}
+
 int
 bletest_bulk_rx(struct transport *t, struct bletest_bulk *b, const uint8_t *msg, size_t len)
 {
@@ -86,7 +103,7 @@ bletest_bulk_rx(struct transport *t, struct bletest_bulk *b, const uint8_t *msg,
 	}
 	b->rx_msgs++;
 	b->rx_bytes += (uint32_t)len;
-	if (b->rx_msgs % BLETEST_WINDOW == 0)
+	if (b->rx_msgs % bletest_ack_every() == 0)
 		return bletest_send_u32s(t, BLETEST_ACK, b->rx_msgs, 0, 1);
 	return 0;
 }

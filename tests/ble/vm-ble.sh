@@ -23,6 +23,18 @@ timeout 100 "$bin/bletest-periph" hci1 "$psm" otagw-test hci0 "$a0" >"$plog" 2>&
 periph=$!
 vm_wait_for "$plog" serving
 
+# bluetoothd drops an ACL about 2 s after Device1.Disconnect (or after the last user left):
+# wait for it, so a delayed disconnect cannot cut what comes next.
+dev0=/org/bluez/hci0/dev_${a1//:/_}
+wait_disconnected() {
+	busctl --system call org.bluez "$dev0" org.bluez.Device1 Disconnect >/dev/null 2>&1 || true
+	for _ in $(seq 50); do
+		[ "$(busctl --system get-property org.bluez "$dev0" org.bluez.Device1 Connected \
+			2>/dev/null)" != "b true" ] && return 0
+		sleep 0.1
+	done
+}
+
 status=0
 for kind in ${OTAGW_BLETEST_KINDS:-gatt l2cap}; do
 	echo "vm-ble: --- $kind ---"
@@ -30,6 +42,7 @@ for kind in ${OTAGW_BLETEST_KINDS:-gatt l2cap}; do
 		echo "vm-ble: $kind FAILED"
 		status=1
 	fi
+	wait_disconnected
 done
 
 kill -TERM "$periph" 2>/dev/null || true
@@ -40,15 +53,7 @@ cat "$plog"
 # Raw baseline on the same link: SDUs as large as our L2CAP messages (4101 bytes), then as large
 # as our GATT messages (510 bytes).
 echo "vm-ble: --- raw L2CAP CoC baseline ---"
-# bluetoothd drops an ACL about 2 s after the last user left: disconnect now, and wait for it,
-# so the delayed disconnect cannot cut the raw transfer.
-dev0=/org/bluez/hci0/dev_${a1//:/_}
-busctl --system call org.bluez "$dev0" org.bluez.Device1 Disconnect >/dev/null 2>&1 || true
-for _ in $(seq 50); do
-	[ "$(busctl --system get-property org.bluez "$dev0" org.bluez.Device1 Connected \
-		2>/dev/null)" != "b true" ] && break
-	sleep 0.1
-done
+wait_disconnected
 btmgmt -i hci1 connectable on >/dev/null
 btmgmt -i hci1 advertising on >/dev/null
 for sdu in 4101 510; do

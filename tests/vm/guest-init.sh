@@ -1,6 +1,7 @@
 #!/bin/bash
 # Second stage of the BLE VM guest, PID 1 on the host's read-only root: makes the writable
-# places, brings up two linked LE-only virtual controllers (btvirt), the system bus and
+# places, brings up linked LE-only virtual controllers (btvirt; two unless the host asked for
+# more), loopback, the system bus and
 # bluetoothd, runs the test's guest script as root, collects the logs into the writable share
 # and powers off. Started by tests/vm/initramfs-init.sh; every fact behind the order of steps is
 # in shared/ble-vm.md.
@@ -51,9 +52,13 @@ mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 out "$out" ||
 # shellcheck source=/dev/null
 . "$out/vm.env" || { msg "no vm.env in the share"; poweroff_now; }
 : "${OTAGW_VM_SCRIPT:?}" "${OTAGW_VM_KDIR:?}" "${OTAGW_VM_TIMEOUT:?}"
+ncontrollers=${OTAGW_VM_CONTROLLERS:-2}
+last=hci$((ncontrollers - 1))
 export OTAGW_VM_OUT=$out OTAGW_VM_LOGS=$logs
 echo 1 >/proc/sys/kernel/sysrq
 hostname otagw-vm
+# Loopback, for test servers in the guest (the Memfault stand-in).
+ip link set lo up 2>/dev/null || busybox ifconfig lo 127.0.0.1 up 2>/dev/null
 
 bluetoothd_pid= btmon_pid=
 # Guest watchdog: whatever hangs, the VM ends and the host learns why.
@@ -85,14 +90,14 @@ echo 16777216 >/proc/sys/net/core/rmem_max
 btmon -w "$logs/btmon.snoop" >/dev/null 2>&1 &
 btmon_pid=$!
 
-# Two LE-only controllers linked to each other (dual-mode ones make bluetoothd try BR/EDR after
+# LE-only controllers linked to each other (dual-mode ones make bluetoothd try BR/EDR after
 # LE pairing, which stalls GATT).
-btvirt -L -l2 >"$logs/btvirt.log" 2>&1 &
+btvirt -L -l"$ncontrollers" >"$logs/btvirt.log" 2>&1 &
 for _ in $(seq 100); do
-	[ -e /sys/class/bluetooth/hci0 ] && [ -e /sys/class/bluetooth/hci1 ] && break
+	[ -e /sys/class/bluetooth/hci0 ] && [ -e "/sys/class/bluetooth/$last" ] && break
 	sleep 0.1
 done
-[ -e /sys/class/bluetooth/hci1 ] || { msg "btvirt made no hci0/hci1"; finish 125; }
+[ -e "/sys/class/bluetooth/$last" ] || { msg "btvirt made no hci0..$last"; finish 125; }
 
 mkdir -p /run/dbus
 dbus-uuidgen --ensure
@@ -100,19 +105,20 @@ dbus-daemon --system --fork || { msg "cannot start the system dbus-daemon"; fini
 # One ATT bearer: with EATT (bluetoothd's default of 3 channels) BlueZ 5.66 spreads
 # write-without-response and notifications over every bearer and the peer sees them reordered;
 # otagw needs in-order GATT packets (docs/PROTOCOL.md, section 12), so gateways run with Channels = 1.
-printf '[GATT]\nChannels = 1\n' >/run/bluetooth-main.conf
+# (OTAGW_VM_GATT_CHANNELS overrides it, to measure what reordering costs.)
+printf '[GATT]\nChannels = %s\n' "${OTAGW_VM_GATT_CHANNELS:-1}" >/run/bluetooth-main.conf
 /usr/libexec/bluetooth/bluetoothd -n -d -f /run/bluetooth-main.conf >"$logs/bluetoothd.log" 2>&1 &
 bluetoothd_pid=$!
 
 adapters=0
 for _ in $(seq 300); do
-	adapters=$(busctl --system --list tree org.bluez 2>/dev/null | grep -c '^/org/bluez/hci[01]$')
-	[ "$adapters" = 2 ] && break
+	adapters=$(busctl --system --list tree org.bluez 2>/dev/null | grep -c '^/org/bluez/hci[0-9]$')
+	[ "$adapters" = "$ncontrollers" ] && break
 	sleep 0.1
 done
-[ "$adapters" = 2 ] || { msg "bluetoothd did not register hci0 and hci1"; finish 125; }
+[ "$adapters" = "$ncontrollers" ] || { msg "bluetoothd did not register hci0..$last"; finish 125; }
 echo "/run/modprobe-vm" >/proc/sys/kernel/modprobe
-msg "hci0 and hci1 up in bluetoothd after $(cut -d' ' -f1 /proc/uptime) s; running $OTAGW_VM_SCRIPT"
+msg "hci0..$last up in bluetoothd after $(cut -d' ' -f1 /proc/uptime) s; running $OTAGW_VM_SCRIPT"
 
 cd "$out" || finish 125
 timeout -k 5 "$OTAGW_VM_TIMEOUT" "$OTAGW_VM_SCRIPT" >"$out/guest.log" 2>&1 </dev/null

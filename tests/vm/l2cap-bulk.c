@@ -5,7 +5,12 @@
  *
  * Usage: l2cap-bulk recv LOCAL_ADDR PSM BYTES
  *        l2cap-bulk send LOCAL_ADDR PEER_ADDR PSM BYTES SDU_SIZE
- * Prints one line "l2cap-bulk: <role> <bytes> bytes in <s> s: <kB/s> kB/s"; exit 0 on success. */
+ * Prints one line "l2cap-bulk: <role> <bytes> bytes in <s> s: <kB/s> kB/s"; exit 0 on success.
+ *
+ *        l2cap-bulk hold-listen LOCAL_ADDR PSM
+ *        l2cap-bulk hold LOCAL_ADDR PEER_ADDR PSM
+ * open a channel and keep it (and so the LE connection) until killed, printing "held": the VM
+ * tests use it to give a controller a connection of its own (see tests/ble/vm-ota.sh). */
 #include <bluetooth/bluetooth.h>
 #include <bluetooth/l2cap.h>
 #include <errno.h>
@@ -186,10 +191,69 @@ bulk_send(const char *local, const char *peer, uint16_t psm, unsigned long total
 	return 0;
 }
 
+/* Keeps fd open until the peer closes it or a signal ends the process. */
+static int
+bulk_hold_fd(int fd)
+{
+	uint8_t b;
+
+	printf("l2cap-bulk: held\n");
+	fflush(stdout);
+	while (recv(fd, &b, 1, 0) > 0 || errno == EINTR)
+		;
+	close(fd);
+	return 0;
+}
+
+static int
+bulk_hold_listen(const char *local, uint16_t psm)
+{
+	int lfd = bulk_socket(local, psm), fd;
+
+	if (lfd < 0 || listen(lfd, 1) < 0)
+		return bulk_fail("listen");
+	printf("l2cap-bulk: listening on %s psm %u\n", local, psm);
+	fflush(stdout);
+	fd = accept(lfd, NULL, NULL);
+	if (fd < 0)
+		return bulk_fail("accept");
+	close(lfd);
+	return bulk_hold_fd(fd);
+}
+
+static int
+bulk_hold(const char *local, const char *peer, uint16_t psm)
+{
+	struct sockaddr_l2 a = {.l2_family = AF_BLUETOOTH, .l2_bdaddr_type = BDADDR_LE_PUBLIC};
+	int fd = bulk_socket(local, 0);
+
+	if (fd < 0)
+		return bulk_fail("socket");
+	if (str2ba(peer, &a.l2_bdaddr) < 0) {
+		fprintf(stderr, "l2cap-bulk: bad address %s\n", peer);
+		return 1;
+	}
+	a.l2_psm = htobs(psm);
+	if (connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0)
+		return bulk_fail("connect");
+	return bulk_hold_fd(fd);
+}
+
 int
 main(int argc, char **argv)
 {
 	unsigned long psm, total, sdu;
+
+	if (argc == 4 && strcmp(argv[1], "hold-listen") == 0) {
+		if (bulk_parse_u(argv[3], 0xffff, &psm))
+			return 2;
+		return bulk_hold_listen(argv[2], (uint16_t)psm);
+	}
+	if (argc == 5 && strcmp(argv[1], "hold") == 0) {
+		if (bulk_parse_u(argv[4], 0xffff, &psm))
+			return 2;
+		return bulk_hold(argv[2], argv[3], (uint16_t)psm);
+	}
 
 	if (argc == 5 && strcmp(argv[1], "recv") == 0) {
 		if (bulk_parse_u(argv[3], 0xffff, &psm) || bulk_parse_u(argv[4], 1UL << 30, &total))
@@ -204,6 +268,8 @@ main(int argc, char **argv)
 		return bulk_send(argv[2], argv[3], (uint16_t)psm, total, sdu);
 	}
 	fprintf(stderr, "usage: l2cap-bulk recv LOCAL_ADDR PSM BYTES\n"
-			"       l2cap-bulk send LOCAL_ADDR PEER_ADDR PSM BYTES SDU_SIZE\n");
+			"       l2cap-bulk send LOCAL_ADDR PEER_ADDR PSM BYTES SDU_SIZE\n"
+			"       l2cap-bulk hold-listen LOCAL_ADDR PSM\n"
+			"       l2cap-bulk hold LOCAL_ADDR PEER_ADDR PSM\n");
 	return 2;
 }

@@ -11,7 +11,9 @@
 #                 copied to OUTDIR at the end) plus the caller's OTAGW_* variables.
 #   TIMEOUT_S     limit for the guest script (default 90); a guest watchdog and a host timeout
 #                 back it up.
-# Env: OTAGW_VM_CACHE (default /var/cache/otagw-vm), OTAGW_VM_MEM (MiB, default 1024).
+# Env: OTAGW_VM_CACHE (default /var/cache/otagw-vm), OTAGW_VM_MEM (MiB, default 1024),
+#      OTAGW_VM_CONTROLLERS (virtual controllers hci0.., 2..5, default 2),
+#      OTAGW_VM_GATT_CHANNELS (bluetoothd's [GATT] Channels, 1..5, default 1: see guest-init.sh).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -22,6 +24,10 @@ script=$(realpath -e "$1" 2>/dev/null) || die "guest script $1 does not exist"
 [ -x "$script" ] || die "guest script $script is not executable"
 timeout_s=${3:-90}
 [[ $timeout_s =~ ^[1-9][0-9]{0,3}$ ]] || die "timeout '$timeout_s' is not a number of seconds"
+controllers=${OTAGW_VM_CONTROLLERS:-2}
+[[ $controllers =~ ^[2-5]$ ]] || die "OTAGW_VM_CONTROLLERS '$controllers' is not 2..5"
+channels=${OTAGW_VM_GATT_CHANNELS:-1}
+[[ $channels =~ ^[1-5]$ ]] || die "OTAGW_VM_GATT_CHANNELS '$channels' is not 1..5"
 # Paths travel on the kernel command line and into shell variables in the guest.
 [[ $script =~ ^[-/A-Za-z0-9._+]+$ ]] || die "guest script path has characters the VM cannot pass: $script"
 [[ $here =~ ^[-/A-Za-z0-9._+]+$ ]] || die "harness path has characters the VM cannot pass: $here"
@@ -71,6 +77,9 @@ done
 
 {
 	printf 'OTAGW_VM_SCRIPT=%q\nOTAGW_VM_KDIR=%q\nOTAGW_VM_TIMEOUT=%q\n' "$script" "$cache" "$timeout_s"
+	printf 'OTAGW_VM_CONTROLLERS=%q\nOTAGW_VM_GATT_CHANNELS=%q\n' "$controllers" "$channels"
+	# For benchmarks: how busy the host was (the emulation's speed depends on it).
+	printf 'export OTAGW_VM_HOST_LOAD=%q\n' "$(cut -d' ' -f1-3 /proc/loadavg)"
 	# Hand the caller's OTAGW_* settings (build and source dirs...) to the guest script.
 	while IFS='=' read -r name _; do
 		[[ $name =~ ^OTAGW_[A-Z0-9_]+$ ]] && [[ $name != OTAGW_VM_* ]] &&

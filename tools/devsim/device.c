@@ -776,6 +776,8 @@ device_reboot(struct device *d, const char *why, const char *version)
 	report_event(d->rep, d->opt.serial, "reboot",
 	    json_pack("{s:s, s:s, s:s, s:I}", "reason", why, "previous", d->st.current_version,
 		"version", version, "stored", (json_int_t)d->stored));
+	/* A BLE device's connection ends with the reboot; it advertises again after it. */
+	link_reboot(d->link);
 	if (device_boot(d, err, sizeof(err)) < 0) {
 		device_finish(d, false, "cannot boot after the %s reboot: %s", why, err);
 		return;
@@ -1012,6 +1014,13 @@ device_link_cb(
 	case LINK_EV_UP:
 		report_event(d->rep, d->opt.serial, "link",
 		    json_pack("{s:s, s:s}", "state", "up", "link", link_name(l)));
+		/* A packet link's MTU bounds a DATA message: offer no more than fits. */
+		if (link_mtu(l) > MSG_DATA_HEADER) {
+			size_t fit = link_mtu(l) - MSG_DATA_HEADER;
+
+			d->cfg.max_payload =
+			    (uint16_t)(fit < d->opt.max_payload ? fit : d->opt.max_payload);
+		}
 		/* A connection is a new conversation: greet the gateway, keeping what is stored
 		 * (a serial line has no such moment; a gateway that reopens it solicits). */
 		if (link_is_connection(l) && d->booted && !d->finished) {
@@ -1241,6 +1250,12 @@ const char *
 device_serial(const struct device *d)
 {
 	return d->opt.serial;
+}
+
+bool
+device_ble_connected(const struct device *d)
+{
+	return d->opt.link.kind == LINK_KIND_BLE && link_peer_connected(d->link);
 }
 
 void

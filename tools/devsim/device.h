@@ -66,6 +66,11 @@ const char *device_describe(struct device *d);
 
 const char *device_serial(const struct device *d);
 
+/* True while the device is connected to a gateway over BLE. A BLE device that is done waits
+ * for the gateway to let it go, as a real one would, rather than vanishing from under a
+ * connection (the gateway's bluetoothd would see its GATT service removed). */
+bool device_ble_connected(const struct device *d);
+
 /* Stops the device and closes its link and files. Accepts NULL. */
 void device_free(struct device *d);
 

@@ -23,6 +23,9 @@
 #include <event2/event.h>
 
 #include "tty.h"
+#ifdef OTAGW_HAVE_BLE
+#include "blelink.h"
+#endif
 
 #define LINK_RETRY_MIN_MS 100
 #define LINK_RETRY_MAX_MS 5000
@@ -47,6 +50,7 @@ struct link {
 	char pts[64];
 	struct event *ev_read, *ev_write, *ev_retry;
 	struct evbuffer *out; /* stream: bytes; packet: u16 length + message, per message */
+	struct blelink *ble;  /* BLE: the peripheral, which does its own I/O */
 	uint32_t backoff_ms;
 	int last_err; /* the failure last reported, so a retry loop reports each cause once */
 	unsigned int rnd;
@@ -410,6 +414,37 @@ link_transient(enum link_kind kind, int err)
 	}
 }
 
+#ifdef OTAGW_HAVE_BLE
+static void
+link_ble_cb(enum link_event ev, const uint8_t *data, size_t n, int err, size_t mtu, void *arg)
+{
+	struct link *l = arg;
+
+	(void)mtu;
+	if (ev == LINK_EV_UP)
+		l->up = true;
+	else if (ev == LINK_EV_DOWN)
+		l->up = false;
+	link_emit(l, ev, data, n, err);
+}
+#endif
+
+/* BLE: the peripheral does the I/O; the link only passes events through. */
+static int
+link_new_ble(struct link *l, const struct link_options *opt, char *errbuf, size_t errlen)
+{
+#ifdef OTAGW_HAVE_BLE
+	l->packet = true;
+	return blelink_new(l->base, opt->path, opt->name ? opt->name : "otagw-devsim", opt->psm,
+	    link_ble_cb, l, &l->ble, errbuf, errlen);
+#else
+	(void)l;
+	(void)opt;
+	snprintf(errbuf, errlen, "this otagw-devsim was built without Bluetooth support");
+	return -EOPNOTSUPP;
+#endif
+}
+
 int
 link_new(struct event_base *base, const struct link_options *opt, link_cb cb, void *arg,
     struct link **out, char *errbuf, size_t errlen)
@@ -444,6 +479,14 @@ link_new(struct event_base *base, const struct link_options *opt, link_cb cb, vo
 	case LINK_KIND_UNIX:
 		snprintf(l->name, sizeof(l->name), "unix %s", l->path);
 		break;
+	case LINK_KIND_BLE:
+		r = link_new_ble(l, opt, errbuf, errlen);
+		if (r < 0) {
+			link_free(l);
+			return r;
+		}
+		*out = l;
+		return 0;
 	}
 	if (l->kind == LINK_KIND_PTY) {
 		struct stat st;
@@ -508,6 +551,10 @@ link_send(struct link *l, const uint8_t *data, size_t n)
 		return -ENOTCONN;
 	if (n == 0)
 		return 0;
+#ifdef OTAGW_HAVE_BLE
+	if (l->ble)
+		return blelink_send(l->ble, data, n);
+#endif
 	queued = evbuffer_get_length(l->out);
 	if (queued + n + 2 > LINK_OUT_MAX)
 		return -ENOBUFS;
@@ -560,9 +607,48 @@ link_is_up(const struct link *l)
 	return l->up;
 }
 
+bool
+link_peer_connected(const struct link *l)
+{
+#ifdef OTAGW_HAVE_BLE
+	if (l->ble)
+		return blelink_connected(l->ble);
+#endif
+	return l->up;
+}
+
+size_t
+link_mtu(const struct link *l)
+{
+#ifdef OTAGW_HAVE_BLE
+	if (l->ble)
+		return blelink_mtu(l->ble);
+#endif
+	(void)l;
+	return 0;
+}
+
+void
+link_reboot(struct link *l)
+{
+#ifdef OTAGW_HAVE_BLE
+	if (l->ble && l->up) {
+		blelink_disconnect(l->ble);
+		l->up = false;
+		link_emit(l, LINK_EV_DOWN, NULL, 0, 0);
+	}
+#else
+	(void)l;
+#endif
+}
+
 const char *
 link_name(const struct link *l)
 {
+#ifdef OTAGW_HAVE_BLE
+	if (l->ble)
+		return blelink_name(l->ble);
+#endif
 	return l->name;
 }
 
@@ -571,6 +657,9 @@ link_free(struct link *l)
 {
 	if (!l)
 		return;
+#ifdef OTAGW_HAVE_BLE
+	blelink_free(l->ble);
+#endif
 	if (l->kind == LINK_KIND_PTY && l->path && l->pts[0]) {
 		/* Remove the symlink only if it is still ours. */
 		char target[sizeof(l->pts)];

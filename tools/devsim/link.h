@@ -19,6 +19,7 @@ enum link_kind {
 	LINK_KIND_TTY,  /* open an existing tty (a serial adapter, one end of otagw-linkemu) */
 	LINK_KIND_TCP,  /* connect to host:port */
 	LINK_KIND_UNIX, /* connect to a unix stream socket at path */
+	LINK_KIND_BLE,  /* a BLE peripheral on adapter path (blelink.h): packets, MTU per link */
 };
 
 enum link_event {
@@ -40,6 +41,8 @@ struct link_options {
 	const char *host; /* TCP */
 	const char *port; /* TCP */
 	uint32_t baud;    /* TTY: line rate to set (0: leave it as it is) */
+	const char *name; /* BLE: the advertised name */
+	uint16_t psm;     /* BLE: also listen for L2CAP CoC on this PSM (0: GATT only) */
 };
 
 /* Creates the link and starts bringing it up: a PTY is up at once; a TTY or socket is opened
@@ -64,11 +67,25 @@ bool link_is_packet(const struct link *l);
 
 /* True for links that are connections (TCP, unix, adopted sockets): the device greets the
  * gateway on every LINK_EV_UP, as it does when it boots. On a serial line a gateway that
- * (re)opens the port solicits instead. */
+ * (re)opens the port solicits instead, and so does a gateway that connects over BLE
+ * (docs/PROTOCOL.md, SOLICIT). */
 bool link_is_connection(const struct link *l);
 
 /* True while up. */
 bool link_is_up(const struct link *l);
+
+/* True while the gateway is still connected: for BLE until bluetoothd reports the connection
+ * gone (seconds after the link went down), for other links link_is_up(). */
+bool link_peer_connected(const struct link *l);
+
+/* Packet links: the largest message the link carries now (BLE: from the connection's MTU);
+ * 0 when it is not known or does not apply (stream links). */
+size_t link_mtu(const struct link *l);
+
+/* The device reboots: links whose connection a reboot ends drop it (BLE: the central is
+ * disconnected and LINK_EV_DOWN is reported now; the device advertises again). Other links
+ * are left as they are. */
+void link_reboot(struct link *l);
 
 /* What the link is, for messages: "pty /tmp/dev (/dev/pts/7)", "tcp 127.0.0.1:7000". */
 const char *link_name(const struct link *l);

@@ -22,13 +22,18 @@
 #define EXIT_UPDATE_FAILED 1
 #define EXIT_USAGE         2
 #define DEVSIM_COUNT_MAX   1000
+#define DEVSIM_BLE_PSM     129 /* the first dynamic LE PSM */
+#define DEVSIM_BLE_NAME    29  /* what fits the advertising packet beside the service UUID */
+#define DEVSIM_BLE_LINGER  100 /* --once: wait this many tenths of a second for the gateway to
+				* let a BLE device go */
 
 static void
 usage(FILE *f)
 {
 	fprintf(f,
 	    "Usage: otagw-devsim [OPTIONS] (--pty PATH | --tty PATH | --tcp HOST:PORT | --unix "
-	    "PATH)\n"
+	    "PATH |\n"
+	    "                              --ble ADAPTER)\n"
 	    "\n"
 	    "Simulates MCUs that update through an otagw gateway. Each runs the real device\n"
 	    "library (proto/device, the code an MCU runs) with its flash in a file, its resume\n"
@@ -46,6 +51,13 @@ usage(FILE *f)
 	    "  --tcp HOST:PORT         connect to the gateway's TCP listener ([v6addr]:port too)\n"
 	    "  --unix PATH             connect to the gateway's unix-socket listener\n"
 	    "                          (connections are retried with backoff, 0.1 s to 5 s)\n"
+	    "  --ble ADAPTER           be a BLE peripheral on ADAPTER (e.g. hci1) through\n"
+	    "                          bluetoothd: the otagw GATT service and an advertisement;\n"
+	    "                          the gateway connects (max-payload follows the MTU)\n"
+	    "  --l2cap [PSM]           with --ble: also accept an L2CAP CoC channel on PSM\n"
+	    "                          (128..255, default %d) and publish it\n"
+	    "  --ble-name NAME         with --ble: the advertised name (default: the serial,\n"
+	    "                          cut to %d characters)\n"
 	    "\n"
 	    "Identity (what the gateway asks Memfault with):\n"
 	    "  --serial S              device serial (default SIM-%%03d); with --count a pattern\n"
@@ -104,8 +116,9 @@ usage(FILE *f)
 	    "/tmp/devsim.tty\n"
 	    "  otagw-devsim --unix /run/otagw/sim.sock --count 20 --serial 'RACK1-%%02d'\n"
 	    "  otagw-linkemu -b 921600 /tmp/gw.tty /tmp/dev.tty &\n"
-	    "  otagw-devsim --tty /tmp/dev.tty --erase-ms 40 --sector-size 4K --once\n",
-	    DEVSIM_COUNT_MAX);
+	    "  otagw-devsim --tty /tmp/dev.tty --erase-ms 40 --sector-size 4K --once\n"
+	    "  otagw-devsim --ble hci1 --l2cap --window 16 --once  # gateway: [ble] on hci0\n",
+	    DEVSIM_BLE_PSM, DEVSIM_BLE_NAME, DEVSIM_COUNT_MAX);
 }
 
 struct devsim {
@@ -114,6 +127,8 @@ struct devsim {
 	struct device **devs;
 	unsigned int count, finished, failed;
 	bool timed_out, interrupted;
+	struct event *linger;
+	unsigned int linger_ticks;
 };
 
 static void __attribute__((format(printf, 1, 2), noreturn)) usage_error(const char *fmt, ...)
@@ -204,6 +219,26 @@ pattern_format(const char *pat, unsigned int n, char *out, size_t cap)
 	return convs;
 }
 
+/* --once, every device finished: exit once no BLE device is connected any more (or after a
+ * while: a gateway that does not let go is not waited for). */
+static void
+on_linger(evutil_socket_t fd, short what, void *arg)
+{
+	struct devsim *s = arg;
+	unsigned int i;
+
+	(void)fd;
+	(void)what;
+	for (i = 0; i < s->count && s->linger_ticks < DEVSIM_BLE_LINGER; i++) {
+		if (device_ble_connected(s->devs[i])) {
+			s->linger_ticks++;
+			event_add(s->linger, &(struct timeval){0, 100000});
+			return;
+		}
+	}
+	event_base_loopexit(s->base, NULL);
+}
+
 static void
 on_finish(struct device *d, bool ok, const char *reason, void *arg)
 {
@@ -214,7 +249,13 @@ on_finish(struct device *d, bool ok, const char *reason, void *arg)
 	s->finished++;
 	if (!ok)
 		s->failed++;
-	if (s->finished == s->count)
+	if (s->finished < s->count)
+		return;
+	if (!s->linger)
+		s->linger = evtimer_new(s->base, on_linger, s);
+	if (s->linger)
+		event_active(s->linger, EV_TIMEOUT, 1);
+	else
 		event_base_loopexit(s->base, NULL);
 }
 
@@ -283,6 +324,9 @@ main(int argc, char **argv)
 		OPT_BAUD,
 		OPT_TCP,
 		OPT_UNIX,
+		OPT_BLE,
+		OPT_L2CAP,
+		OPT_BLE_NAME,
 		OPT_SERIAL,
 		OPT_HW,
 		OPT_SWTYPE,
@@ -313,6 +357,9 @@ main(int argc, char **argv)
 	    {"baud", required_argument, NULL, OPT_BAUD},
 	    {"tcp", required_argument, NULL, OPT_TCP},
 	    {"unix", required_argument, NULL, OPT_UNIX},
+	    {"ble", required_argument, NULL, OPT_BLE},
+	    {"l2cap", optional_argument, NULL, OPT_L2CAP},
+	    {"ble-name", required_argument, NULL, OPT_BLE_NAME},
 	    {"serial", required_argument, NULL, OPT_SERIAL},
 	    {"hardware-version", required_argument, NULL, OPT_HW},
 	    {"software-type", required_argument, NULL, OPT_SWTYPE},
@@ -353,7 +400,8 @@ main(int argc, char **argv)
 	const char *serial_pat = "SIM-%03d", *state_dir = "devsim-state", *events = NULL;
 	const char *link_arg = NULL;
 	enum report_mode mode = REPORT_MODE_AUTO;
-	bool have_stall = false, have_baud = false;
+	bool have_stall = false, have_baud = false, have_l2cap = false;
+	const char *ble_name = NULL;
 	uint32_t timeout_s = 0;
 	unsigned int count = 1, links = 0, i;
 	struct devsim s = {0};
@@ -377,6 +425,28 @@ main(int argc, char **argv)
 				split_host_port(optarg, &base_opt.link.host, &base_opt.link.port);
 			else if (optarg[0] == '\0')
 				usage_error("the link path is empty");
+			break;
+		case OPT_BLE:
+			links++;
+			link_arg = optarg;
+			base_opt.link.kind = LINK_KIND_BLE;
+			if (strncmp(optarg, "hci", 3) != 0 || strlen(optarg) > 8 ||
+			    strspn(optarg + 3, "0123456789") != strlen(optarg + 3) || !optarg[3])
+				usage_error(
+				    "--ble: expected an adapter such as hci1, got '%s'", optarg);
+			break;
+		case OPT_L2CAP:
+			/* "--l2cap 131" as well as "--l2cap=131" */
+			if (!optarg && optind < argc && argv[optind][0] >= '0' &&
+			    argv[optind][0] <= '9')
+				optarg = argv[optind++];
+			base_opt.link.psm =
+			    optarg ? (uint16_t)parse_num("--l2cap", optarg, 128, 255, false)
+				   : DEVSIM_BLE_PSM;
+			have_l2cap = true;
+			break;
+		case OPT_BLE_NAME:
+			ble_name = parse_text("--ble-name", optarg, DEVSIM_BLE_NAME);
 			break;
 		case OPT_BAUD:
 			base_opt.link.baud =
@@ -492,7 +562,12 @@ main(int argc, char **argv)
 	if (optind < argc)
 		usage_error("unexpected argument '%s'", argv[optind]);
 	if (links != 1)
-		usage_error("give exactly one link: --pty, --tty, --tcp or --unix");
+		usage_error("give exactly one link: --pty, --tty, --tcp, --unix or --ble");
+	if ((have_l2cap || ble_name) && base_opt.link.kind != LINK_KIND_BLE)
+		usage_error("--l2cap and --ble-name apply to --ble only");
+	if (count > 1 && base_opt.link.kind == LINK_KIND_BLE)
+		usage_error("--count does not go with --ble: an adapter is one peripheral (run "
+			    "one otagw-devsim per adapter)");
 	if (have_baud && base_opt.link.kind != LINK_KIND_TTY)
 		usage_error("--baud applies to --tty only (a pty has no line rate: put "
 			    "otagw-linkemu between gateway and device to get one)");
@@ -560,7 +635,7 @@ main(int argc, char **argv)
 	code = 0;
 	for (i = 0; i < count; i++) {
 		struct device_options dopt = base_opt;
-		char pty_path[PATH_MAX];
+		char pty_path[PATH_MAX], adv_name[DEVSIM_BLE_NAME + 1];
 
 		if (pattern_format(serial_pat, i + 1, dopt.serial, sizeof(dopt.serial)) < 0 ||
 		    !ident_serial_valid(dopt.serial, strlen(dopt.serial))) {
@@ -582,6 +657,11 @@ main(int argc, char **argv)
 			dopt.link.path = pty_path;
 		} else if (dopt.link.kind != LINK_KIND_TCP) {
 			dopt.link.path = link_arg;
+		}
+		if (dopt.link.kind == LINK_KIND_BLE) {
+			snprintf(adv_name, sizeof(adv_name), "%.*s", DEVSIM_BLE_NAME,
+			    ble_name ? ble_name : dopt.serial);
+			dopt.link.name = adv_name;
 		}
 		s.count = i + 1;
 		if (device_new(s.base, &dopt, s.rep, base_opt.once ? on_finish : NULL, &s,
@@ -628,6 +708,8 @@ main(int argc, char **argv)
 		event_free(ev_term);
 	if (ev_timeout)
 		event_free(ev_timeout);
+	if (s.linger)
+		event_free(s.linger);
 out:
 	free(s.devs);
 	if (s.base)
