@@ -7,7 +7,8 @@
 #include <stddef.h>
 #include <sys/types.h>
 
-/* Writes len bytes of data to path (replacing it) with exactly mode (umask does not apply). */
+/* Writes len bytes of data to path (truncated in place if it exists) and gives it exactly mode
+ * (umask does not apply). */
 void tfile_write(const char *path, mode_t mode, const void *data, size_t len);
 
 /* tfile_write() of a string. */
