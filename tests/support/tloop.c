@@ -61,3 +61,11 @@ tloop_flag(void *arg)
 {
 	return *(const bool *)arg;
 }
+
+bool
+tloop_count(void *arg)
+{
+	const struct tloop_count *c = arg;
+
+	return *c->n >= c->want;
+}

@@ -6,6 +6,7 @@
 #define OTAGW_TESTS_TLOOP_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 struct event_base;
 
@@ -23,5 +24,12 @@ void tloop_for(struct event_base *base, unsigned ms);
 
 /* A condition: true once the bool at arg is. */
 bool tloop_flag(void *arg);
+
+/* A condition: true once *n reaches want (arg points to this). */
+struct tloop_count {
+	const size_t *n;
+	size_t want;
+};
+bool tloop_count(void *arg);
 
 #endif
