@@ -23,7 +23,7 @@
 #define DBT_LINK "io.otagw.Link1"
 
 struct dbt_bus {
-	struct e2e_proc proc;
+	struct tproc proc;
 	char *dir;         /* where its socket and configuration live */
 	char address[600]; /* unix:path=DIR/bus */
 	bool system;       /* configured like the system bus, with the real policy */

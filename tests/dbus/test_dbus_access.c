@@ -12,18 +12,19 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ck.h"
 #include "dbustest.h"
 
 static void
 device_once(struct world *w, const char *serial)
 {
-	char *sock = e2e_path(w->dir, "sim.sock");
+	char *sock = tdir_join(w->dir, "sim.sock");
 	const char *args[] = {"--unix", sock, "--serial", serial, "--once", NULL};
-	struct e2e_proc p = {0};
+	struct tproc p = {0};
 
 	world_devsim(w, &p, "dev", args);
 	world_devsim_exit(w, &p, 0);
-	e2e_proc_free(&p);
+	tproc_free(&p);
 	free(sock);
 }
 
@@ -75,7 +76,7 @@ START_TEST(test_system_policy)
 	world_mock(&w, NULL);
 	world_config(&w, "", links, NULL);
 	world_gw_start(&w);
-	ck_assert_uint_eq(e2e_count(w.gw_log, "Serving io.otagw on the system bus"), 1);
+	ck_assert_uint_eq(tfile_count(w.gw_log, "Serving io.otagw on the system bus"), 1);
 	device_once(&w, "GW-1");
 
 	/* anyone may read */
@@ -108,7 +109,7 @@ START_TEST(test_system_policy)
 	expect_ctl(&b, "nobody", 4, "may abort updates", (const char *[]){"abort", "GW-1", NULL});
 	expect_ctl(
 	    &b, "nobody", 4, "may purge the cache", (const char *[]){"cache", "purge", NULL});
-	ck_assert_uint_eq(e2e_count(w.gw_log, "requested by uid 65534"), 0);
+	ck_assert_uint_eq(tfile_count(w.gw_log, "requested by uid 65534"), 0);
 
 	/* root may */
 	expect_ctl(&b, NULL, 0, "Freed 16.0 KiB", (const char *[]){"cache", "purge", NULL});
@@ -152,7 +153,7 @@ START_TEST(test_otagwd_checks)
 		"org.freedesktop.LogControl1", "LogLevel", "s", "debug", NULL});
 	world_gw_wait(&w, "Refused to call PurgeCache for uid 65534 (nobody): not root, uid 0 or a "
 			  "member of group 'daemon'");
-	ck_assert_uint_eq(e2e_count(w.gw_log, "PurgeCache requested"), 0);
+	ck_assert_uint_eq(tfile_count(w.gw_log, "PurgeCache requested"), 0);
 	expect_ctl(&b, "nobody", 0, "GW-2", (const char *[]){"devices", NULL});
 
 	/* nobody's own group (nogroup, from the bus's UnixGroupIDs) admits it after a reload */
@@ -191,8 +192,9 @@ START_TEST(test_policy_refuses_owner)
 	world_mock(&w, NULL);
 	world_config(&w, "", links, NULL);
 	world_gw_start(&w);
-	ck_assert_uint_eq(e2e_count(w.gw_log, "The D-Bus policy does not let uid 0 own io.otagw on "
-					      "the system bus"),
+	ck_assert_uint_eq(
+	    tfile_count(w.gw_log, "The D-Bus policy does not let uid 0 own io.otagw on "
+				  "the system bus"),
 	    1);
 	device_once(&w, "GW-3");
 	ck_assert(world_installed(&w, "dev", "GW-3"));
@@ -222,11 +224,5 @@ suite(void)
 int
 main(void)
 {
-	SRunner *sr = srunner_create(suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return ck_main(suite());
 }

@@ -14,6 +14,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "ck.h"
 #include "frame.h"
 #include "msg.h"
 #include "world.h"
@@ -72,7 +73,7 @@ peer_send(struct peer *p, const uint8_t *msg, size_t len)
 static void
 peer_wait(struct world *w, struct peer *p, uint8_t type, unsigned count, struct msg *m)
 {
-	uint64_t end = e2e_now_ms() + E2E_TIMEOUT_MS;
+	uint64_t end = tclock_ms() + E2E_TIMEOUT_MS;
 	struct pollfd pfd = {.fd = p->fd, .events = POLLIN};
 	uint8_t in[8192];
 	const uint8_t *msg;
@@ -80,7 +81,7 @@ peer_wait(struct world *w, struct peer *p, uint8_t type, unsigned count, struct 
 	ssize_t n;
 
 	while (p->counts[type] < count) {
-		if (e2e_now_ms() > end)
+		if (tclock_ms() > end)
 			world_fail(w, "the malicious peer got no answer");
 		if (poll(&pfd, 1, 100) <= 0)
 			continue;
@@ -133,7 +134,7 @@ START_TEST(test_malicious_peer)
 	    'W', '/', '1', 3, 'h', 'w', '1', 4, 'm', 'a', 'i', 'n', 5, '1', '.', '0', '.', '0'};
 	static const uint8_t truncated_ack[] = {MSG_ACK, 1, 2};
 	uint8_t junk[6000], out[MSG_RESULT_MAX], sha[PROTO_SHA256_LEN];
-	struct e2e_proc dev = {0};
+	struct tproc dev = {0};
 	struct msg_result res;
 	static struct peer p; /* a message of each type: too big for the stack */
 	struct world w;
@@ -142,7 +143,7 @@ START_TEST(test_malicious_peer)
 	uint32_t size;
 
 	world_init(&w, "e2e-evil", 192 * 1024 + 1);
-	sock = e2e_path(w.dir, "sim.sock");
+	sock = tdir_join(w.dir, "sim.sock");
 	args[1] = sock;
 	world_mock(&w, NULL);
 	world_config(&w, "", "[unix \"sim\"]\nlisten = @DIR@/sim.sock\n", NULL);
@@ -198,12 +199,12 @@ START_TEST(test_malicious_peer)
 	world_devsim_exit(&w, &dev, 0);
 	ck_assert(world_installed(&w, "dev", "SIM-001"));
 	world_gw_wait(&w, "SIM-001: Installed 2.0.0");
-	ck_assert(e2e_running(&w.gwd));
-	ck_assert_uint_eq(e2e_count(w.gw_log, "EVIL-1: Transferred and verified"), 0);
-	ck_assert_uint_eq(e2e_count(w.gw_log, "answered ERROR BAD_OFFSET"), 1);
-	ck_assert_uint_eq(e2e_count(w.gw_log, "answered ERROR ABORTED"), 1);
+	ck_assert(tproc_running(&w.gwd));
+	ck_assert_uint_eq(tfile_count(w.gw_log, "EVIL-1: Transferred and verified"), 0);
+	ck_assert_uint_eq(tfile_count(w.gw_log, "answered ERROR BAD_OFFSET"), 1);
+	ck_assert_uint_eq(tfile_count(w.gw_log, "answered ERROR ABORTED"), 1);
 	ck_assert_int_eq(world_gw_stop(&w), 0);
-	e2e_proc_free(&dev);
+	tproc_free(&dev);
 	free(sock);
 	world_free(&w);
 }
@@ -224,11 +225,5 @@ malicious_suite(void)
 int
 main(void)
 {
-	SRunner *sr = srunner_create(malicious_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return ck_main(malicious_suite());
 }

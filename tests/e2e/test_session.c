@@ -18,10 +18,10 @@
 
 #include <event2/event.h>
 
+#include "ck.h"
 #include "db.h"
 #include "devices.h"
 #include "download.h"
-#include "e2e.h"
 #include "fleet.h"
 #include "frame.h"
 #include "hex.h"
@@ -34,7 +34,13 @@
 #include "otadev.h"
 #include "session.h"
 #include "store.h"
+#include "tclock.h"
 #include "tcp.h"
+#include "tdata.h"
+#include "tdir.h"
+#include "tfile.h"
+#include "tloop.h"
+#include "tnet.h"
 #include "transport.h"
 #include "upstream.h"
 
@@ -59,65 +65,38 @@ static unsigned max_transfers = 8;
 
 /* --- the loop --- */
 
-static void
-tick_cb(evutil_socket_t fd, short what, void *arg)
-{
-	(void)fd;
-	(void)what;
-	(void)arg;
-}
-
-/* Runs the loop until cond(arg) holds; fails the test after timeout_ms. */
+/* Runs the loop until cond(arg) holds; fails the test (with the gateway's log) after
+ * timeout_ms. */
 static void
 run_until(bool (*cond)(void *arg), void *arg, unsigned timeout_ms, const char *what)
 {
-	uint64_t end = e2e_now_ms() + timeout_ms;
-	struct timeval tv = {0, 20000};
-	struct event *tick = event_new(base, -1, EV_PERSIST, tick_cb, NULL);
+	char *log;
 
-	event_add(tick, &tv);
-	while (!cond(arg)) {
-		if (e2e_now_ms() >= end) {
-			event_free(tick);
-			fflush(stderr);
-			e2e_dump("gateway log", e2e_path(dir, "log"));
-			ck_abort_msg("timed out waiting for %s", what);
-		}
-		event_base_loop(base, EVLOOP_ONCE);
-	}
-	event_free(tick);
+	if (tloop_until(base, cond, arg, timeout_ms))
+		return;
+	fflush(stderr);
+	log = tdir_join(dir, "log");
+	tfile_dump("gateway log", log);
+	free(log);
+	ck_abort_msg("timed out waiting for %s", what);
 }
 
 static void
 run_for(unsigned ms)
 {
-	uint64_t end = e2e_now_ms() + ms;
-	struct timeval tv = {0, 20000};
-	struct event *tick = event_new(base, -1, EV_PERSIST, tick_cb, NULL);
-
-	event_add(tick, &tv);
-	while (e2e_now_ms() < end)
-		event_base_loop(base, EVLOOP_ONCE);
-	event_free(tick);
+	tloop_for(base, ms);
 }
 
 static uint32_t
 now_ms(void)
 {
-	return (uint32_t)e2e_now_ms();
+	return (uint32_t)tclock_ms();
 }
 
 static int
 connect_unix(void)
 {
-	struct sockaddr_un sun = {.sun_family = AF_UNIX};
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-	ck_assert_int_ge(fd, 0);
-	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", sock_path);
-	ck_assert_int_eq(connect(fd, (struct sockaddr *)&sun, sizeof(sun)), 0);
-	ck_assert_int_eq(fcntl(fd, F_SETFL, O_NONBLOCK), 0);
-	return fd;
+	return tnet_connect_unix(sock_path, true);
 }
 
 /* --- a device on otadev --- */
@@ -396,7 +375,7 @@ tdev_flash_ok(const struct tdev *d)
 {
 	char sha[65];
 
-	e2e_sha256_hex(d->flash, IMAGE_SIZE, sha);
+	tdata_sha256(d->flash, IMAGE_SIZE, NULL, sha);
 	return strcmp(sha, image_sha) == 0;
 }
 
@@ -546,8 +525,8 @@ gateway_start(const char *base_url)
 	char err[512], *dbp, *cache, *logp;
 	int fd;
 
-	dir = e2e_tmpdir("session");
-	logp = e2e_path(dir, "log");
+	dir = tdir_new("session");
+	logp = tdir_join(dir, "log");
 	fd = open(logp, O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0600);
 	ck_assert_int_ge(fd, 0);
 	ck_assert_int_eq(dup2(fd, STDERR_FILENO), STDERR_FILENO);
@@ -558,8 +537,8 @@ gateway_start(const char *base_url)
 	base = event_base_new();
 	mf = mockmf_new(base, &mo);
 	ck_assert_ptr_nonnull(mf);
-	e2e_fill(image, sizeof(image), 7);
-	e2e_sha256_hex(image, sizeof(image), image_sha);
+	tdata_image(image, sizeof(image), 7);
+	tdata_sha256(image, sizeof(image), NULL, image_sha);
 	ck_assert_int_eq(mockmf_add_payload(mf, "fw.bin", image, sizeof(image)), 0);
 	ck_assert_int_eq(mockmf_add_release(mf, &(struct mockmf_release){.hardware_version = "evt",
 						    .software_type = "app",
@@ -573,8 +552,8 @@ gateway_start(const char *base_url)
 	mc.project_key = KEY;
 	mc.timeout_s = 10;
 	ck_assert_int_eq(memfault_new(http, &mc, &client, err, sizeof(err)), 0);
-	dbp = e2e_path(dir, "otagw.db");
-	cache = e2e_path(dir, "cache");
+	dbp = tdir_join(dir, "otagw.db");
+	cache = tdir_join(dir, "cache");
 	sc.db_path = dbp;
 	sc.cache_dir = cache;
 	sc.max_bytes = 16 << 20;
@@ -587,7 +566,7 @@ gateway_start(const char *base_url)
 	ck_assert_int_eq(fleet_load(fleet, store_db(st)), 0);
 	ck_assert_int_eq(sessions_new(base, st, fleet, &ssc, &sm), 0);
 	sessions_set_upstream(sm, up, dm);
-	sock_path = e2e_path(dir, "gw.sock");
+	sock_path = tdir_join(dir, "gw.sock");
 	ck_assert_int_eq(tcp_listener_new(base, TRANSPORT_KIND_UNIX, sock_path, NULL, on_accept,
 			     NULL, &listener),
 	    0);
@@ -616,12 +595,12 @@ teardown(void)
 	event_base_free(base);
 	fflush(stderr);
 	{
-		char *logp = e2e_path(dir, "log");
+		char *logp = tdir_join(dir, "log");
 
-		ck_assert_uint_eq(e2e_count(logp, KEY), 0); /* never the key */
+		ck_assert_uint_eq(tfile_count(logp, KEY), 0); /* never the key */
 		if (getenv("OTAGW_TEST_LOG") != NULL) {
 			/* what the operator would have seen, for a look after the run */
-			char *text = e2e_read(logp, NULL);
+			char *text = tfile_read(logp, NULL);
 			FILE *f = fopen(getenv("OTAGW_TEST_LOG"), "a");
 
 			if (f != NULL && text != NULL)
@@ -632,7 +611,7 @@ teardown(void)
 		}
 		free(logp);
 	}
-	e2e_rmrf(dir);
+	tdir_rmrf(dir);
 	free(dir);
 	free(sock_path);
 }
@@ -824,10 +803,10 @@ START_TEST(test_bad_input)
 	/* the log names the link and what was wrong */
 	fflush(stderr);
 	{
-		char *logp = e2e_path(dir, "log");
+		char *logp = tdir_join(dir, "log");
 
-		ck_assert_uint_eq(e2e_count(logp, "device_serial 'GW 1'"), 1);
-		ck_assert_uint_eq(e2e_count(logp, "; answered ERROR "), 3);
+		ck_assert_uint_eq(tfile_count(logp, "device_serial 'GW 1'"), 1);
+		ck_assert_uint_eq(tfile_count(logp, "; answered ERROR "), 3);
 		free(logp);
 	}
 }
@@ -872,7 +851,7 @@ START_TEST(test_resume_after_cut)
 	free(h);
 	fflush(stderr);
 	{
-		char *logp = e2e_path(dir, "log"), *text = e2e_read(logp, NULL), *at;
+		char *logp = tdir_join(dir, "log"), *text = tfile_read(logp, NULL), *at;
 		unsigned long from;
 
 		at = strstr(text, "Resuming 2.0.0 at ");
@@ -1023,7 +1002,7 @@ START_TEST(test_unreachable)
 	char url[64];
 
 	teardown();
-	snprintf(url, sizeof(url), "https://127.0.0.1:%u", e2e_free_port());
+	snprintf(url, sizeof(url), "https://127.0.0.1:%u", tnet_free_port());
 	gateway_start(url);
 	d = tdev_new("DEV-9", "1.0.0");
 	run_until(tdev_error, d, TIMEOUT_MS, "ERROR");
@@ -1184,11 +1163,5 @@ session_suite(void)
 int
 main(void)
 {
-	SRunner *sr = srunner_create(session_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return ck_main(session_suite());
 }

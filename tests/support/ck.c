@@ -1,6 +1,7 @@
 /* The shared test runner (see ck.h). */
 #include "ck.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,6 +34,26 @@ ck_run_dir(void)
 	return dir;
 }
 
+/* Names on stderr what the tests left in dir: each test removes what it made, so anything here
+ * is a leak to fix (the run's removal below hides it otherwise). */
+static void
+ck_report_leftovers(const char *dir)
+{
+	struct dirent *de;
+	DIR *d = opendir(dir);
+	int n = 0;
+
+	while (d != NULL && (de = readdir(d)) != NULL) {
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+			continue;
+		fprintf(stderr, "%s %s", n++ == 0 ? "left behind by the tests:" : ",", de->d_name);
+	}
+	if (n > 0)
+		fprintf(stderr, " (in %s)\n", dir);
+	if (d != NULL)
+		closedir(d);
+}
+
 int
 ck_main(Suite *suite)
 {
@@ -46,6 +67,7 @@ ck_main(Suite *suite)
 	srunner_free(sr);
 	if (dir != NULL) {
 		/* every test process has exited and check has killed its process group */
+		ck_report_leftovers(dir);
 		if (tdir_keep())
 			fprintf(stderr, "keeping %s\n", dir);
 		else

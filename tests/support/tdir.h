@@ -1,7 +1,9 @@
-/* Temporary directories for tests. Every directory made here is removed when the test process
- * exits, also when a failing assertion ends it half-way (check runs each test in a forked child
- * that exit()s on failure): an atexit handler first kills the children still running (see
- * tproc.h), then removes the directories. OTAGW_TEST_KEEP=1 keeps them for a look afterwards. */
+/* Temporary directories for tests, under $TMPDIR, which ck_main() points at a directory of the
+ * run's own and removes when the run ends: a test that fails half-way (check's forked test
+ * process _exit()s on a failed assertion, running neither the test's cleanup nor atexit
+ * handlers), times out or crashes leaves nothing behind. A process that ends normally (a test
+ * that returns without removing its directory, a CK_FORK=no run) removes what it made at exit,
+ * after killing its children (tproc.h). OTAGW_TEST_KEEP=1 keeps everything for a look. */
 #ifndef OTAGW_TESTS_TDIR_H
 #define OTAGW_TESTS_TDIR_H
 

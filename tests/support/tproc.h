@@ -1,10 +1,11 @@
 /* Child processes for tests: the real programs (otagwd, otagw-devsim, otagw-mockmf,
  * otagw-linkemu, otagwctl, busctl, dbus-daemon) started with their output in files, waited on
- * by what they print, stopped by signal, and never left behind. A child dies with the test
- * process (PR_SET_PDEATHSIG) and stays in its process group, which check kills after every test
- * (also after a timeout); a test that fails half-way exits through an atexit handler that kills
- * and reaps every child still running before temporary directories go (tdir.h). Nothing here
- * asserts timing: waits have deadlines given by the caller and report whether they were met. */
+ * by what they print, stopped by signal, and never left behind. A child stays in the test's
+ * process group, which check (in its default fork mode) kills after every test however the
+ * test ended: passed, failed an assertion, timed out or crashed; grandchildren go with it. A
+ * child also dies with the test process (PR_SET_PDEATHSIG), and one still running when that
+ * process exits normally is killed and reaped by an atexit handler. Nothing here asserts
+ * timing: waits have deadlines given by the caller and report whether they were met. */
 #ifndef OTAGW_TESTS_TPROC_H
 #define OTAGW_TESTS_TPROC_H
 
