@@ -314,6 +314,59 @@ dbt_get_u64(sd_bus *bus, const char *path, const char *iface, const char *prop)
 	return type == 'u' ? u : v;
 }
 
+/* Whether the connection of pid has a match rule containing needle. */
+static bool
+dbt_has_rule(sd_bus *bus, pid_t pid, const char *needle)
+{
+	sd_bus_message *reply = NULL, *r2 = NULL;
+	const char *name, *rule;
+	bool found = false;
+	uint32_t who;
+
+	if (sd_bus_call_method(bus, "org.freedesktop.DBus", "/org/freedesktop/DBus",
+		"org.freedesktop.DBus.Debug.Stats", "GetAllMatchRules", NULL, &reply, NULL) < 0)
+		return false;
+	if (sd_bus_message_enter_container(reply, 'a', "{sas}") <= 0)
+		goto out;
+	while (!found && sd_bus_message_enter_container(reply, 'e', "sas") > 0) {
+		if (sd_bus_message_read(reply, "s", &name) < 0)
+			break;
+		who = 0;
+		if (sd_bus_call_method(bus, "org.freedesktop.DBus", "/org/freedesktop/DBus",
+			"org.freedesktop.DBus", "GetConnectionUnixProcessID", NULL, &r2, "s",
+			name) >= 0)
+			(void)sd_bus_message_read(r2, "u", &who);
+		r2 = sd_bus_message_unref(r2);
+		if (who == (uint32_t)pid) {
+			if (sd_bus_message_enter_container(reply, 'a', "s") <= 0)
+				break;
+			while (sd_bus_message_read(reply, "s", &rule) > 0)
+				if (strstr(rule, needle) != NULL)
+					found = true;
+			sd_bus_message_exit_container(reply);
+		} else if (sd_bus_message_skip(reply, "as") < 0) {
+			break;
+		}
+		sd_bus_message_exit_container(reply);
+	}
+out:
+	sd_bus_message_unref(reply);
+	return found;
+}
+
+bool
+dbt_wait_subscribed(sd_bus *bus, pid_t pid, const char *rule, unsigned timeout_ms)
+{
+	uint64_t end = tclock_ms() + timeout_ms;
+
+	while (!dbt_has_rule(bus, pid, rule)) {
+		if (tclock_ms() > end)
+			return false;
+		tclock_sleep_ms(20);
+	}
+	return true;
+}
+
 bool
 dbt_wait_name(sd_bus *bus, bool owned, unsigned timeout_ms)
 {

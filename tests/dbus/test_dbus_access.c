@@ -16,19 +16,6 @@
 #include "dbustest.h"
 
 static void
-device_once(struct world *w, const char *serial)
-{
-	char *sock = tdir_join(w->dir, "sim.sock");
-	const char *args[] = {"--unix", sock, "--serial", serial, "--once", NULL};
-	struct tproc p = {0};
-
-	world_devsim(w, &p, "dev", args);
-	world_devsim_exit(w, &p, 0);
-	tproc_free(&p);
-	free(sock);
-}
-
-static void
 expect_ctl(const struct dbt_bus *b, const char *user, int status, const char *text,
     const char *const *args)
 {
@@ -61,8 +48,7 @@ expect_busctl(const struct dbt_bus *b, const char *user, bool ok, const char *co
 
 START_TEST(test_system_policy)
 {
-	static const char links[] =
-	    "[unix \"sim\"]\nlisten = @DIR@/sim.sock\n[dbus]\nbus = system\n";
+	static const char links[] = WORLD_UNIX_LINK "[dbus]\nbus = system\n";
 	const char *denied = "access denied: only root and members of group otagw may";
 	struct world w;
 	struct dbt_bus b;
@@ -73,11 +59,9 @@ START_TEST(test_system_policy)
 	}
 	world_init(&w, "dbus-policy", 16 * 1024 + 3);
 	dbt_bus_start(&b, w.dir, true);
-	world_mock(&w, NULL);
-	world_config(&w, "", links, NULL);
-	world_gw_start(&w);
+	world_serve(&w, NULL, "", links);
 	ck_assert_uint_eq(tfile_count(w.gw_log, "Serving io.otagw on the system bus"), 1);
-	device_once(&w, "GW-1");
+	world_device_once(&w, "dev", "GW-1", NULL);
 
 	/* anyone may read */
 	expect_busctl(&b, "nobody", true,
@@ -134,14 +118,11 @@ START_TEST(test_otagwd_checks)
 	}
 	/* nobody is not in group daemon */
 	snprintf(links, sizeof(links),
-	    "[unix \"sim\"]\nlisten = @DIR@/sim.sock\n[dbus]\nbus = session\ncontrol_group = %s\n",
-	    "daemon");
+	    WORLD_UNIX_LINK "[dbus]\nbus = session\ncontrol_group = %s\n", "daemon");
 	world_init(&w, "dbus-checks", 8 * 1024);
 	dbt_bus_start(&b, w.dir, false); /* anyone may send anything */
-	world_mock(&w, NULL);
-	world_config(&w, "", links, NULL);
-	world_gw_start(&w);
-	device_once(&w, "GW-2");
+	world_serve(&w, NULL, "", links);
+	world_device_once(&w, "dev", "GW-2", NULL);
 
 	expect_ctl(&b, "nobody", 4,
 	    "access denied: only root and members of group daemon may abort",
@@ -158,8 +139,7 @@ START_TEST(test_otagwd_checks)
 
 	/* nobody's own group (nogroup, from the bus's UnixGroupIDs) admits it after a reload */
 	snprintf(links, sizeof(links),
-	    "[unix \"sim\"]\nlisten = @DIR@/sim.sock\n[dbus]\nbus = session\ncontrol_group = %s\n",
-	    "nogroup");
+	    WORLD_UNIX_LINK "[dbus]\nbus = session\ncontrol_group = %s\n", "nogroup");
 	world_config(&w, "", links, NULL);
 	ck_assert_int_eq(kill(w.gwd.pid, SIGHUP), 0);
 	world_gw_wait(&w, "Reloaded configuration from");
@@ -176,8 +156,7 @@ END_TEST
 
 START_TEST(test_policy_refuses_owner)
 {
-	static const char links[] =
-	    "[unix \"sim\"]\nlisten = @DIR@/sim.sock\n[dbus]\nbus = system\n";
+	static const char links[] = WORLD_UNIX_LINK "[dbus]\nbus = system\n";
 	struct world w;
 	struct dbt_bus b;
 	sd_bus *bus;
@@ -189,14 +168,12 @@ START_TEST(test_policy_refuses_owner)
 	/* io.otagw.conf alone: root may not own the name; otagwd says so, and serves devices */
 	world_init(&w, "dbus-owner", 4096);
 	dbt_bus_start_system(&b, w.dir, false);
-	world_mock(&w, NULL);
-	world_config(&w, "", links, NULL);
-	world_gw_start(&w);
+	world_serve(&w, NULL, "", links);
 	ck_assert_uint_eq(
 	    tfile_count(w.gw_log, "The D-Bus policy does not let uid 0 own io.otagw on "
 				  "the system bus"),
 	    1);
-	device_once(&w, "GW-3");
+	world_device_once(&w, "dev", "GW-3", NULL);
 	ck_assert(world_installed(&w, "dev", "GW-3"));
 	bus = dbt_connect(&b);
 	ck_assert(dbt_wait_name(bus, false, 1000));

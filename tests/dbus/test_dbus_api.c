@@ -23,28 +23,12 @@ start(struct world *w, struct dbt_bus *b, const char *tag, size_t size, uint16_t
 {
 	*port = tnet_free_port();
 	snprintf(links, sizeof(links),
-	    "[unix \"sim\"]\nlisten = @DIR@/sim.sock\n[tcp \"lab-1.a\"]\nlisten = 127.0.0.1:%u\n"
-	    "[dbus]\nbus = session\n",
+	    WORLD_UNIX_LINK "[tcp \"lab-1.a\"]\nlisten = 127.0.0.1:%u\n"
+			    "[dbus]\nbus = session\n",
 	    *port);
 	world_init(w, tag, size);
 	dbt_bus_start(b, w->dir, false);
-	world_mock(w, NULL);
-	world_config(w, "", links, NULL);
-	world_gw_start(w);
-}
-
-/* Runs a devsim on the unix link to its end (--once) with extra arguments. */
-static void
-device_once(struct world *w, const char *name, const char *serial)
-{
-	char *sock = tdir_join(w->dir, "sim.sock");
-	const char *args[] = {"--unix", sock, "--serial", serial, "--once", NULL};
-	struct tproc p = {0};
-
-	world_devsim(w, &p, name, args);
-	world_devsim_exit(w, &p, 0);
-	tproc_free(&p);
-	free(sock);
+	world_serve(w, NULL, "", links);
 }
 
 /* busctl's JSON for a call: {"type": ..., "data": [...]}; returns data[0]. */
@@ -133,8 +117,8 @@ START_TEST(test_objects)
 	dbt_out_free(&o);
 
 	/* two devices update; their objects appear, at the documented paths */
-	device_once(&w, "a", "GW-0042_a");
-	device_once(&w, "b", "8423");
+	world_device_once(&w, "a", "GW-0042_a", NULL);
+	world_device_once(&w, "b", "8423", NULL);
 	dbt_busctl(&o, &b, NULL,
 	    (const char *[]){
 		"call", DBT_NAME, DBT_PATH, DBT_MGR, "GetDevice", "s", "GW-0042_a", NULL});
@@ -271,7 +255,7 @@ START_TEST(test_methods)
 	struct tproc dev = {0};
 	sd_bus_error e = SD_BUS_ERROR_NULL;
 	sd_bus_message *reply;
-	char long_serial[101], *sock, *path, *s;
+	char long_serial[101], *path, *s;
 	const char *args[] = {
 	    args_fmt, NULL, "--serial", "GW-7", "--write-us-per-kib", "20000", NULL};
 	uint64_t freed = 0;
@@ -312,8 +296,7 @@ START_TEST(test_methods)
 	reply = sd_bus_message_unref(reply);
 
 	/* a device in the middle of its transfer */
-	sock = tdir_join(w.dir, "sim.sock");
-	args[1] = sock;
+	args[1] = w.sock;
 	world_devsim(&w, &dev, "dev", args);
 	path = dbt_device_path("GW-7");
 	dbt_wait_str(&w, bus, path, DBT_DEV, "State", "transferring");
@@ -393,7 +376,6 @@ START_TEST(test_methods)
 
 	ck_assert(tproc_running(&w.gwd));
 	free(path);
-	free(sock);
 	sd_bus_flush_close_unref(bus);
 	ck_assert_int_eq(world_gw_stop(&w), 0);
 	world_free(&w);

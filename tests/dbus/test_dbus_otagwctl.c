@@ -20,31 +20,31 @@
 #include "ck.h"
 #include "dbustest.h"
 
-static const char links[] = "[unix \"sim\"]\nlisten = @DIR@/sim.sock\n[dbus]\nbus = session\n";
+/* In the match rule otagwctl watch adds last (on io.otagw's owner), before it reads the
+ * objects; the bus may reorder the keys of a rule. */
+#define WATCH_LAST_RULE "arg0='io.otagw'"
+
+static const char links[] = WORLD_UNIX_LINK "[dbus]\nbus = session\n";
 
 static void
 start(struct world *w, struct dbt_bus *b, const char *tag, size_t size)
 {
 	world_init(w, tag, size);
 	dbt_bus_start(b, w->dir, false);
-	world_mock(w, NULL);
-	world_config(w, "", links, NULL);
-	world_gw_start(w);
+	world_serve(w, NULL, "", links);
 }
 
 /* Starts a devsim on the link; args are added to --unix and --serial. */
 static void
 devsim(struct world *w, struct tproc *p, const char *serial, const char *const *extra)
 {
-	char *sock = tdir_join(w->dir, "sim.sock");
-	const char *args[16] = {"--unix", sock, "--serial", serial};
+	const char *args[16] = {"--unix", w->sock, "--serial", serial};
 	size_t n = 4, i;
 
 	for (i = 0; extra != NULL && extra[i] != NULL && n < 15; i++)
 		args[n++] = extra[i];
 	args[n] = NULL;
 	world_devsim(w, p, serial, args);
-	free(sock);
 }
 
 static void
@@ -142,9 +142,7 @@ START_TEST(test_absent_and_usage)
 	tproc_spawn_log(&watch, "watch", argv, log, NULL);
 	ck_assert(
 	    tproc_wait_out(&watch, "otagwd is not running; waiting for it", &at, E2E_TIMEOUT_MS));
-	world_mock(&w, NULL);
-	world_config(&w, "", links, NULL);
-	world_gw_start(&w);
+	world_serve(&w, NULL, "", links);
 	ck_assert_msg(tproc_wait_out(&watch, " otagwd running", &at, E2E_TIMEOUT_MS),
 	    "watch did not see otagwd come");
 	ck_assert_int_eq(tproc_stop(&watch, SIGINT, E2E_TIMEOUT_MS), 0);
@@ -386,9 +384,10 @@ START_TEST(test_watch_plain)
 	ilog = tdir_join(w.dir, "watch-idle.out");
 	tproc_spawn_log(&plain, "watch", pargv, plog, NULL);
 	tproc_spawn_log(&js, "watch-json", jargv, jlog, NULL);
-	/* both have read the objects once they print otagwd's state... plain prints nothing
-	 * until something happens, so give them a moment by waiting for the JSON one's match */
-	tclock_sleep_ms(500);
+	/* nothing happens before both watch: each subscribes (its last rule follows otagwd's
+	 * name), then reads the objects */
+	ck_assert(dbt_wait_subscribed(bus, plain.pid, WATCH_LAST_RULE, E2E_TIMEOUT_MS));
+	ck_assert(dbt_wait_subscribed(bus, js.pid, WATCH_LAST_RULE, E2E_TIMEOUT_MS));
 	devsim(&w, &dev, "GW-0050", (const char *[]){"--once", "--write-us-per-kib", "8000", NULL});
 	dbt_wait_str(&w, bus, "/io/otagw/device/GW_2d0050", DBT_DEV, "State", "transferring");
 	tproc_spawn_log(&idle, "watch-idle", iargv, ilog, NULL);
@@ -509,6 +508,7 @@ START_TEST(test_watch_tty)
 	char *buf = NULL, *p, *last;
 	size_t len = 0, max = 0;
 	int master = -1, st = 0;
+	sd_bus *bus;
 	pid_t pid;
 
 	start(&w, &b, "ctl-tty", 300 * 1024 + 3);
@@ -519,6 +519,8 @@ START_TEST(test_watch_tty)
 		execl(tproc_prog("OTAGWCTL"), "otagwctl", "--user", "watch", (char *)NULL);
 		_exit(127);
 	}
+	bus = dbt_connect(&b);
+	ck_assert(dbt_wait_subscribed(bus, pid, WATCH_LAST_RULE, E2E_TIMEOUT_MS));
 	pty_read(master, &buf, &len, &max, 500);
 	devsim(&w, &dev, "GW-0052", (const char *[]){"--once", "--write-us-per-kib", "8000", NULL});
 	while (tproc_running(&dev))
@@ -584,6 +586,7 @@ START_TEST(test_watch_tty)
 	fprintf(stderr, "----\n");
 	free(buf);
 	tproc_free(&dev);
+	sd_bus_flush_close_unref(bus);
 	ck_assert_int_eq(world_gw_stop(&w), 0);
 	world_free(&w);
 	dbt_bus_free(&b);

@@ -13,20 +13,7 @@
 #include "ck.h"
 #include "dbustest.h"
 
-static const char links[] = "[unix \"sim\"]\nlisten = @DIR@/sim.sock\n[dbus]\nbus = session\n";
-
-static void
-device_once(struct world *w, const char *name, const char *serial)
-{
-	char *sock = tdir_join(w->dir, "sim.sock");
-	const char *args[] = {"--unix", sock, "--serial", serial, "--once", NULL};
-	struct tproc p = {0};
-
-	world_devsim(w, &p, name, args);
-	world_devsim_exit(w, &p, 0);
-	tproc_free(&p);
-	free(sock);
-}
+static const char links[] = WORLD_UNIX_LINK "[dbus]\nbus = session\n";
 
 /* The device and link paths GetManagedObjects lists, via busctl. */
 static json_t *
@@ -56,15 +43,13 @@ START_TEST(test_bus_restart)
 
 	world_init(&w, "dbus-restart", 32 * 1024 + 1);
 	dbt_bus_start(&b, w.dir, false);
-	world_mock(&w, NULL);
-	world_config(&w, "", links, NULL);
-	world_gw_start(&w);
-	device_once(&w, "a", "A-1");
+	world_serve(&w, NULL, "", links);
+	world_device_once(&w, "a", "A-1", NULL);
 
 	/* the bus dies; devices are served all the same */
 	dbt_bus_kill(&b);
 	world_gw_wait(&w, "Lost the connection to the session bus");
-	device_once(&w, "b", "B-1");
+	world_device_once(&w, "b", "B-1", NULL);
 	ck_assert(world_installed(&w, "b", "B-1"));
 
 	/* it comes back at the same address: the name and every object return */
@@ -107,9 +92,7 @@ START_TEST(test_bus_late)
 	world_init(&w, "dbus-late", 1024);
 	snprintf(addr, sizeof(addr), "unix:path=%s/bus", w.dir);
 	setenv("DBUS_SESSION_BUS_ADDRESS", addr, 1);
-	world_mock(&w, NULL);
-	world_config(&w, "", links, NULL);
-	world_gw_start(&w); /* ready without the bus */
+	world_serve(&w, NULL, "", links); /* ready without the bus */
 	ck_assert_uint_eq(
 	    tfile_count(w.gw_log, "Cannot connect to the session bus; serving devices "
 				  "without D-Bus and retrying"),

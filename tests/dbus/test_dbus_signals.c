@@ -163,18 +163,13 @@ START_TEST(test_progress)
 	size_t added, t0, t1, i, n_progress = 0, gone, quiet;
 	uint64_t last_done = 0, last_total = 0, frames;
 	bool active_seen = false, active_back = false;
-	char *sock;
 	sd_bus *bus;
 
 	world_init(&w, "dbus-progress", 200 * 1024 + 9);
 	dbt_bus_start(&b, w.dir, false);
-	world_mock(&w, NULL);
-	world_config(
-	    &w, "", "[unix \"sim\"]\nlisten = @DIR@/sim.sock\n[dbus]\nbus = session\n", NULL);
-	world_gw_start(&w);
+	world_serve(&w, NULL, "", WORLD_UNIX_LINK "[dbus]\nbus = session\n");
 	bus = listen_bus(&b);
-	sock = tdir_join(w.dir, "sim.sock");
-	args[1] = sock;
+	args[1] = w.sock;
 	world_devsim(&w, &p, "dev", args);
 	while (tproc_running(&p))
 		pump(bus, 50);
@@ -254,7 +249,6 @@ START_TEST(test_progress)
 		    sigs[i].iface, sigs[i].names);
 	ck_assert_uint_eq(quiet, 0);
 
-	free(sock);
 	tproc_free(&p);
 	sd_bus_flush_close_unref(bus);
 	ck_assert_int_eq(world_gw_stop(&w), 0);
@@ -265,8 +259,7 @@ END_TEST
 
 START_TEST(test_reload)
 {
-	static const char sim[] =
-	    "[unix \"sim\"]\nlisten = @DIR@/sim.sock\n[dbus]\nbus = session\n";
+	static const char sim[] = WORLD_UNIX_LINK "[dbus]\nbus = session\n";
 	char with_lab[256];
 	struct world w;
 	struct dbt_bus b;
@@ -278,9 +271,7 @@ START_TEST(test_reload)
 	    tnet_free_port());
 	world_init(&w, "dbus-reload", 1024);
 	dbt_bus_start(&b, w.dir, false);
-	world_mock(&w, NULL);
-	world_config(&w, "", sim, NULL);
-	world_gw_start(&w);
+	world_serve(&w, NULL, "", sim);
 	bus = listen_bus(&b);
 
 	/* a link added by a reload */

@@ -20,17 +20,14 @@ START_TEST(test_twenty_devices)
 	    "--timeout", "200", NULL};
 	struct tproc dev = {0};
 	struct world w;
-	char *sock, serial[16];
+	char serial[16];
 	uint64_t bytes[4];
 	int results[4], i;
 
 	world_init(&w, "e2e-fleet", 64 * 1024 + 99);
-	sock = tdir_join(w.dir, "sim.sock");
-	args[1] = sock;
-	world_mock(&w, NULL);
-	world_config(&w, "max_transfers = 4",
-	    "[unix \"rack\"]\nlisten = @DIR@/sim.sock\nmax_connections = 32\n", NULL);
-	world_gw_start(&w);
+	args[1] = w.sock;
+	world_serve(&w, NULL, "max_transfers = 4",
+	    "[unix \"rack\"]\nlisten = @DIR@/sim.sock\nmax_connections = 32\n");
 	world_devsim(&w, &dev, "rack", args);
 	world_devsim_exit(&w, &dev, 0);
 	for (i = 1; i <= N_DEVICES; i++) {
@@ -49,7 +46,6 @@ START_TEST(test_twenty_devices)
 		ck_assert_uint_eq(bytes[0], w.size);
 	}
 	tproc_free(&dev);
-	free(sock);
 	world_free(&w);
 }
 END_TEST

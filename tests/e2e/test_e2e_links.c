@@ -24,9 +24,7 @@ one_device(const char *tag, const char *links, const char *const *devsim_args)
 	char reasons[4][256];
 
 	world_init(&w, tag, 96 * 1024 + 17);
-	world_mock(&w, NULL);
-	world_config(&w, "", links, NULL);
-	world_gw_start(&w);
+	world_serve(&w, NULL, "", links);
 	world_devsim(&w, &dev, "dev", devsim_args);
 	world_devsim_exit(&w, &dev, 0);
 	ck_assert(world_installed(&w, "dev", "SIM-001"));
@@ -98,22 +96,17 @@ START_TEST(test_unix)
 	const char *args[] = {"--unix", NULL, "--once", NULL};
 	struct tproc dev = {0};
 	struct world w;
-	char *sock;
 
 	/* one_device() with the socket path known only once the world exists */
 	world_init(&w, "e2e-unix", 64 * 1024 + 5);
-	sock = tdir_join(w.dir, "sim.sock");
-	args[1] = sock;
-	world_mock(&w, NULL);
-	world_config(&w, "", "[unix \"sim\"]\nlisten = @DIR@/sim.sock\n", NULL);
-	world_gw_start(&w);
+	args[1] = w.sock;
+	world_serve(&w, NULL, "", WORLD_UNIX_LINK);
 	world_devsim(&w, &dev, "dev", args);
 	world_devsim_exit(&w, &dev, 0);
 	ck_assert(world_installed(&w, "dev", "SIM-001"));
 	world_gw_wait(&w, "SIM-001: Installed 2.0.0");
 	ck_assert_int_eq(world_gw_stop(&w), 0);
 	tproc_free(&dev);
-	free(sock);
 	world_free(&w);
 }
 END_TEST
@@ -124,14 +117,11 @@ START_TEST(test_no_update)
 	const char *args[] = {"--unix", NULL, "--once", "--current-version", WORLD_VERSION, NULL};
 	struct tproc dev = {0};
 	struct world w;
-	char *sock, *log;
+	char *log;
 
 	world_init(&w, "e2e-204", 4096);
-	sock = tdir_join(w.dir, "sim.sock");
-	args[1] = sock;
-	world_mock(&w, NULL);
-	world_config(&w, "", "[unix \"sim\"]\nlisten = @DIR@/sim.sock\n", NULL);
-	world_gw_start(&w);
+	args[1] = w.sock;
+	world_serve(&w, NULL, "", WORLD_UNIX_LINK);
 	world_devsim(&w, &dev, "dev", args);
 	world_devsim_exit(&w, &dev, 0);
 	log = tdir_join(w.dir, "dev.log");
@@ -142,7 +132,6 @@ START_TEST(test_no_update)
 	ck_assert_int_eq(world_gw_stop(&w), 0);
 	tproc_free(&dev);
 	free(log);
-	free(sock);
 	world_free(&w);
 }
 END_TEST

@@ -139,18 +139,14 @@ START_TEST(test_malicious_peer)
 	static struct peer p; /* a message of each type: too big for the stack */
 	struct world w;
 	struct msg m;
-	char *sock;
 	uint32_t size;
 
 	world_init(&w, "e2e-evil", 192 * 1024 + 1);
-	sock = tdir_join(w.dir, "sim.sock");
-	args[1] = sock;
-	world_mock(&w, NULL);
-	world_config(&w, "", "[unix \"sim\"]\nlisten = @DIR@/sim.sock\n", NULL);
-	world_gw_start(&w);
+	args[1] = w.sock;
+	world_serve(&w, NULL, "", WORLD_UNIX_LINK);
 	/* the honest device, slowed by its flash so the two overlap */
 	world_devsim(&w, &dev, "dev", args);
-	peer_open(&p, sock);
+	peer_open(&p, w.sock);
 
 	/* a serial with a '/' */
 	peer_send(&p, bad_serial_hello, sizeof(bad_serial_hello));
@@ -205,7 +201,6 @@ START_TEST(test_malicious_peer)
 	ck_assert_uint_eq(tfile_count(w.gw_log, "answered ERROR ABORTED"), 1);
 	ck_assert_int_eq(world_gw_stop(&w), 0);
 	tproc_free(&dev);
-	free(sock);
 	world_free(&w);
 }
 END_TEST

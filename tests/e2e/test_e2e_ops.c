@@ -14,8 +14,6 @@
 #include "history.h"
 #include "world.h"
 
-static const char unix_link[] = "[unix \"sim\"]\nlisten = @DIR@/sim.sock\n";
-
 START_TEST(test_upstream_unreachable)
 {
 	const char *a_args[] = {"--unix", NULL, "--serial", "A-1", "--once", NULL};
@@ -24,16 +22,13 @@ START_TEST(test_upstream_unreachable)
 	const char *b_args[] = {"--unix", NULL, "--serial", "B-1", "--once", NULL};
 	struct tproc a = {0}, d = {0}, b = {0};
 	struct world w;
-	char *sock, *b_log, *a_log;
+	char *b_log, *a_log;
 
 	world_init(&w, "e2e-down", 64 * 1024 + 1);
-	sock = tdir_join(w.dir, "sim.sock");
-	a_args[1] = d_decline[1] = d_args[1] = b_args[1] = sock;
+	a_args[1] = d_decline[1] = d_args[1] = b_args[1] = w.sock;
 	b_log = tdir_join(w.dir, "b.log");
 	a_log = tdir_join(w.dir, "a.log");
-	world_mock(&w, NULL);
-	world_config(&w, "", unix_link, NULL);
-	world_gw_start(&w);
+	world_serve(&w, NULL, "", WORLD_UNIX_LINK);
 
 	/* While Memfault answers: A updates; D is offered the release and declines it (its
 	 * answer and the payload stay cached). */
@@ -70,7 +65,6 @@ START_TEST(test_upstream_unreachable)
 	world_gw_wait(&w, "D-1: Installed 2.0.0");
 	ck_assert(tproc_running(&w.gwd));
 	ck_assert_int_eq(world_gw_stop(&w), 0);
-	free(sock);
 	free(a_log);
 	free(b_log);
 	world_free(&w);
@@ -87,19 +81,18 @@ START_TEST(test_sighup)
 
 	snprintf(addr, sizeof(addr), "127.0.0.1:%u", port);
 	world_init(&w, "e2e-hup", 32 * 1024 + 3);
-	world_mock(&w, NULL);
-	world_config(&w, "", unix_link, NULL);
-	world_gw_start(&w);
+	world_serve(&w, NULL, "", WORLD_UNIX_LINK);
 
 	/* a broken file: every error reported, the running configuration kept */
-	world_config(&w, "max_transfers = lots", unix_link, NULL);
+	world_config(&w, "max_transfers = lots", WORLD_UNIX_LINK, NULL);
 	ck_assert_int_eq(kill(w.gwd.pid, SIGHUP), 0);
 	world_gw_wait(&w, "max_transfers = lots: not a number");
 	world_gw_wait(&w, "keeping the running configuration");
 	ck_assert(tproc_running(&w.gwd));
 
 	/* a good one adds a TCP link and leaves the unix one alone */
-	snprintf(links, sizeof(links), "%s[tcp \"lab\"]\nlisten = 127.0.0.1:%u\n", unix_link, port);
+	snprintf(links, sizeof(links), "%s[tcp \"lab\"]\nlisten = 127.0.0.1:%u\n", WORLD_UNIX_LINK,
+	    port);
 	world_config(&w, "", links, NULL);
 	ck_assert_int_eq(kill(w.gwd.pid, SIGHUP), 0);
 	world_gw_wait(&w, "Link lab added");
@@ -113,7 +106,7 @@ START_TEST(test_sighup)
 
 	/* changing its settings re-opens it, and only it */
 	snprintf(links, sizeof(links),
-	    "%s[tcp \"lab\"]\nlisten = 127.0.0.1:%u\nmax_connections = 3\n", unix_link, port);
+	    "%s[tcp \"lab\"]\nlisten = 127.0.0.1:%u\nmax_connections = 3\n", WORLD_UNIX_LINK, port);
 	world_config(&w, "", links, NULL);
 	ck_assert_int_eq(kill(w.gwd.pid, SIGHUP), 0);
 	world_gw_wait(&w, "Link lab changed; re-opening it");
@@ -121,7 +114,7 @@ START_TEST(test_sighup)
 	ck_assert_uint_eq(tfile_count(w.gw_log, "Link sim changed"), 0);
 
 	/* and removing it closes it */
-	world_config(&w, "", unix_link, NULL);
+	world_config(&w, "", WORLD_UNIX_LINK, NULL);
 	ck_assert_int_eq(kill(w.gwd.pid, SIGHUP), 0);
 	world_gw_wait(&w, "Link lab removed");
 	ck_assert_int_eq(world_gw_stop(&w), 0);
@@ -167,18 +160,15 @@ START_TEST(test_sigterm_restart)
 	const char *args[] = {"--unix", NULL, "--once", "--write-us-per-kib", "3000", NULL};
 	struct tproc dev = {0};
 	uint64_t bytes[4], end;
-	char reasons[4][256], *sock, *events, *text, *at;
+	char reasons[4][256], *events, *text, *at;
 	int results[4];
 	long long resumed;
 	struct world w;
 
 	world_init(&w, "e2e-term", 384 * 1024 + 11);
-	sock = tdir_join(w.dir, "sim.sock");
 	events = tdir_join(w.dir, "dev.events");
-	args[1] = sock;
-	world_mock(&w, scenario);
-	world_config(&w, "", unix_link, NULL);
-	world_gw_start(&w);
+	args[1] = w.sock;
+	world_serve(&w, scenario, "", WORLD_UNIX_LINK);
 	world_devsim(&w, &dev, "dev", args);
 
 	/* 1. SIGTERM while the payload is downloading: the partial file stays */
@@ -230,7 +220,6 @@ START_TEST(test_sigterm_restart)
 	ck_assert_uint_eq(world_history(&w, "SIM-001", results, bytes, reasons, 4), 2);
 	ck_assert_int_eq(results[0], HISTORY_RESULT_INSTALLED);
 	tproc_free(&dev);
-	free(sock);
 	free(events);
 	world_free(&w);
 }
@@ -252,7 +241,7 @@ START_TEST(test_start_failures)
 		char general[512];
 
 		snprintf(general, sizeof(general), "state_dir = %s", bad);
-		world_config(&w, "", "[unix \"sim\"]\nlisten = @DIR@/sim.sock\n", NULL);
+		world_config(&w, "", WORLD_UNIX_LINK, NULL);
 		/* world_config() writes state_dir itself; a second state_dir is a config error,
 		 * so rewrite the file with the bad one */
 		{

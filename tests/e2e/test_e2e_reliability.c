@@ -164,16 +164,13 @@ START_TEST(test_reboot_mid_transfer)
 	const char *args[] = {"--unix", NULL, "--once", "--reboot-at-byte", "40000", NULL};
 	struct tproc dev = {0};
 	struct world w;
-	char *sock, *events;
+	char *events;
 	long long at;
 
 	world_init(&w, "e2e-reboot", 128 * 1024 + 7);
-	sock = tdir_join(w.dir, "sim.sock");
 	events = tdir_join(w.dir, "dev.events");
-	args[1] = sock;
-	world_mock(&w, NULL);
-	world_config(&w, "", "[unix \"sim\"]\nlisten = @DIR@/sim.sock\n", NULL);
-	world_gw_start(&w);
+	args[1] = w.sock;
+	world_serve(&w, NULL, "", WORLD_UNIX_LINK);
 	world_devsim(&w, &dev, "dev", args);
 	world_devsim_exit(&w, &dev, 0);
 	ck_assert(world_installed(&w, "dev", "SIM-001"));
@@ -187,7 +184,6 @@ START_TEST(test_reboot_mid_transfer)
 	ck_assert_int_eq(event_number(events, "\"resume_offset\":", "\"resume_offset\":"), at);
 	ck_assert_int_eq(world_gw_stop(&w), 0);
 	tproc_free(&dev);
-	free(sock);
 	free(events);
 	world_free(&w);
 }

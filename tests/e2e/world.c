@@ -23,6 +23,7 @@ world_init(struct world *w, const char *tag, size_t size)
 	memset(w, 0, sizeof(*w));
 	ck_assert_ptr_nonnull(img);
 	w->dir = tdir_new(tag);
+	w->sock = tdir_join(w->dir, "sim.sock");
 	w->size = size;
 	tdata_image(img, size, (uint32_t)size);
 	tdata_sha256(img, size, NULL, w->sha);
@@ -129,6 +130,14 @@ world_config(struct world *w, const char *general, const char *links, const char
 }
 
 void
+world_serve(struct world *w, const char *scenario, const char *general, const char *links)
+{
+	world_mock(w, scenario);
+	world_config(w, general, links, NULL);
+	world_gw_start(w);
+}
+
+void
 world_gw_start(struct world *w)
 {
 	char *argv[] = {(char *)tproc_prog("OTAGWD"), "-c", w->conf, "-v", NULL};
@@ -206,6 +215,21 @@ world_devsim_exit(struct world *w, struct tproc *p, int want)
 	world_fail(w, msg);
 }
 
+void
+world_device_once(struct world *w, const char *name, const char *serial, const char *const *extra)
+{
+	const char *args[24] = {"--unix", w->sock, "--serial", serial, "--once"};
+	struct tproc p = {0};
+	size_t n = 5, i;
+
+	for (i = 0; extra != NULL && extra[i] != NULL && n < 23; i++)
+		args[n++] = extra[i];
+	args[n] = NULL;
+	world_devsim(w, &p, name, args);
+	world_devsim_exit(w, &p, 0);
+	tproc_free(&p);
+}
+
 bool
 world_installed(struct world *w, const char *name, const char *serial)
 {
@@ -251,6 +275,7 @@ world_free(struct world *w)
 	tproc_free(&w->mock);
 	tdir_rmrf(w->dir);
 	free(w->dir);
+	free(w->sock);
 	free(w->fw);
 	free(w->conf);
 	free(w->gw_log);

@@ -26,9 +26,13 @@
 #define WORLD_SWTYPE  "main"
 #define WORLD_VERSION "2.0.0" /* the release; devices start on 1.0.0 */
 
+/* The usual link: a unix socket in the world's directory (w->sock). */
+#define WORLD_UNIX_LINK "[unix \"sim\"]\nlisten = @DIR@/sim.sock\n"
+
 struct world {
 	char *dir;
-	char *fw; /* the release's image */
+	char *sock; /* DIR/sim.sock, where WORLD_UNIX_LINK listens */
+	char *fw;   /* the release's image */
 	size_t size;
 	char sha[65];
 	struct tproc mock;
@@ -54,6 +58,10 @@ void world_mock(struct world *w, const char *scenario);
  * the world's directory). */
 void world_config(struct world *w, const char *general, const char *links, const char *base_url);
 
+/* world_mock(w, scenario), world_config(w, general, links, NULL) and world_gw_start(): the
+ * world serving its release over links. */
+void world_serve(struct world *w, const char *scenario, const char *general, const char *links);
+
 /* Starts otagwd (-v) and waits for "ready". */
 void world_gw_start(struct world *w);
 
@@ -69,6 +77,11 @@ void world_devsim(struct world *w, struct tproc *p, const char *name, const char
 
 /* Waits for a devsim to exit and fails the test (with the logs) unless it exits with want. */
 void world_devsim_exit(struct world *w, struct tproc *p, int want);
+
+/* Runs otagw-devsim name as device serial on the unix link (w->sock) with --once and extra
+ * arguments (NULL-terminated, may be NULL) to its end; fails the test unless it exits 0. */
+void world_device_once(
+    struct world *w, const char *name, const char *serial, const char *const *extra);
 
 /* True if device serial of devsim name has installed the release (its installed.bin is the
  * release, byte for byte). */
