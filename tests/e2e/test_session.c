@@ -820,6 +820,15 @@ tdev_past(void *arg)
 	return d->stored_offset >= 16384;
 }
 
+/* The gateway has seen the device (serial arg) go and failed its transfer. */
+static bool
+dev_cut_off(void *arg)
+{
+	const struct fleet_device *d = fleet_dev(arg);
+
+	return !d->connected && d->state == FLEET_STATE_FAILED;
+}
+
 START_TEST(test_resume_after_cut)
 {
 	struct tdev *d = tdev_new("DEV-4", "1.0.0");
@@ -829,7 +838,7 @@ START_TEST(test_resume_after_cut)
 
 	run_until(tdev_past, d, TIMEOUT_MS, "16 KiB stored");
 	tdev_cut(d);
-	run_for(200); /* the gateway notices */
+	run_until(dev_cut_off, "DEV-4", TIMEOUT_MS, "the gateway to notice the cut");
 	ck_assert_uint_eq(history_of("DEV-4", &h), 1);
 	ck_assert_int_eq(h[0].result, HISTORY_RESULT_ABORTED);
 	ck_assert_msg(strncmp(h[0].reason, "Disconnected at ", 16) == 0, "%s", h[0].reason);

@@ -678,6 +678,13 @@ server_stop(struct server *s)
 }
 
 /* Connects out, talks, loses the server, fails while it is away, then gets it back. */
+/* An attempt to connect t was refused. */
+static bool
+refused(void *arg)
+{
+	return tcp_last_error(arg) == -ECONNREFUSED;
+}
+
 static void
 reconnect_scenario(enum transport_kind kind, const char *addr, struct server *srv,
     const struct tcp_options *opt, void (*restart)(struct server *))
@@ -710,7 +717,8 @@ reconnect_scenario(enum transport_kind kind, const char *addr, struct server *sr
 	server_stop(srv);
 	ck_assert(wait_event(fx.base, &fx.rec, TRANSPORT_EV_DISCONNECTED, 1, WAIT_MS));
 	ck_assert_int_eq(fx.rec.last_err, 0);
-	tloop_for(fx.base, 400);
+	/* the first attempt to reconnect fails */
+	ck_assert(tloop_until(fx.base, refused, t, WAIT_MS));
 	ck_assert_int_eq(tcp_last_error(t), -ECONNREFUSED);
 	ck_assert(!transport_connected(t));
 
@@ -846,6 +854,14 @@ struct error_wait {
 	struct transport *t;
 };
 
+/* The DNS server has held back a query. */
+static bool
+some_muted(void *arg)
+{
+	(void)arg;
+	return n_muted > 0;
+}
+
 static bool
 has_error(void *arg)
 {
@@ -886,7 +902,7 @@ START_TEST(connect_out_dns)
 
 	snprintf(addr, sizeof(addr), "mute.otagw.test:%u", srv_port);
 	ck_assert_int_eq(tcp_connect_new(fx.base, TRANSPORT_KIND_TCP, addr, &opt, &mute), 0);
-	tloop_for(fx.base, 100);
+	ck_assert(tloop_until(fx.base, some_muted, NULL, WAIT_MS));
 	ck_assert_uint_gt(n_muted, 0);
 	transport_free(mute);
 	/* Let libevent deliver the cancellation. */
