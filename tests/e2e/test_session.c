@@ -426,14 +426,10 @@ gateway_start(const char *base_url)
 	struct sessions_config ssc = {
 	    .max_transfers = max_transfers, .session_memory = 65536, .answer_cache_s = 3600};
 	char err[512], *dbp, *cache, *logp;
-	int fd;
 
 	dir = tdir_new("session");
 	logp = tdir_join(dir, "log");
-	fd = open(logp, O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0600);
-	ck_assert_int_ge(fd, 0);
-	ck_assert_int_eq(dup2(fd, STDERR_FILENO), STDERR_FILENO);
-	close(fd);
+	tfile_capture_stderr(logp);
 	free(logp);
 	log_open("test", LOG_LEVEL_DEBUG, false);
 

@@ -123,6 +123,17 @@ tfile_dump(const char *title, const char *path)
 	free(text);
 }
 
+void
+tfile_capture_stderr(const char *path)
+{
+	int fd = open(path, O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0600);
+
+	ck_assert_msg(fd >= 0, "open %s: %s", path, strerror(errno));
+	fflush(stderr);
+	ck_assert_int_eq(dup2(fd, STDERR_FILENO), STDERR_FILENO);
+	close(fd);
+}
+
 char *
 tfile_subst(const char *s, const char *from, const char *to)
 {

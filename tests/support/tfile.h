@@ -30,6 +30,10 @@ size_t tfile_count(const char *path, const char *needle);
  * failing test). Nothing if it cannot be read. */
 void tfile_dump(const char *title, const char *path);
 
+/* Sends this process's stderr to the file at path (made or truncated, mode 0600): where the
+ * daemon code under test logs, for the test to read back. */
+void tfile_capture_stderr(const char *path);
+
 /* A malloc'd copy of s with every from replaced by to. */
 char *tfile_subst(const char *s, const char *from, const char *to);
 

@@ -15,7 +15,6 @@
 
 #include <check.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -80,14 +79,10 @@ start(enum mockmf_cert cert, const struct memfault_config *cfg_in, bool capture_
 
 	if (capture_log) {
 		char *path;
-		int fd;
 
 		logdir = tdir_new("mflog");
-		ck_assert_int_ge(asprintf(&path, "%s/log", logdir), 0);
-		fd = open(path, O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0600);
-		ck_assert_int_ge(fd, 0);
-		ck_assert_int_eq(dup2(fd, STDERR_FILENO), STDERR_FILENO);
-		close(fd);
+		path = tdir_join(logdir, "log");
+		tfile_capture_stderr(path);
 		free(path);
 	}
 	log_open("test", LOG_LEVEL_DEBUG, false);

@@ -21,7 +21,6 @@
 
 #include <check.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -101,14 +100,10 @@ start(const struct upstream_config *ucfg)
 	struct http_config hcfg = {0};
 	struct store_config scfg = {0};
 	char err[512], *logpath, *dbp, *cache;
-	int fd;
 
 	dir = tdir_new("upstream");
-	ck_assert_int_ge(asprintf(&logpath, "%s/log", dir), 0);
-	fd = open(logpath, O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0600);
-	ck_assert_int_ge(fd, 0);
-	ck_assert_int_eq(dup2(fd, STDERR_FILENO), STDERR_FILENO);
-	close(fd);
+	logpath = tdir_join(dir, "log");
+	tfile_capture_stderr(logpath);
 	free(logpath);
 	log_open("test", LOG_LEVEL_DEBUG, false);
 
