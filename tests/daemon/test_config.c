@@ -10,9 +10,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "ck.h"
 #include "config.h"
 #include "frame.h"
-#include "testutil.h"
+#include "tdir.h"
+#include "tfile.h"
 
 #define KEY "0123456789abcdef0123456789ABCDEF"
 
@@ -51,20 +53,20 @@ env_init(struct env *e)
 
 	memset(e, 0, sizeof(*e));
 	unsetenv("CREDENTIALS_DIRECTORY");
-	e->dir = tu_tmpdir();
-	e->conf = tu_path(e->dir, "otagw.conf");
-	e->key = tu_path(e->dir, "key");
+	e->dir = tdir_new("config");
+	e->conf = tdir_join(e->dir, "otagw.conf");
+	e->key = tdir_join(e->dir, "key");
 	e->errors = calloc(1, 1);
-	tu_write(e->key, 0600, KEY "\n");
-	ca = tu_path(e->dir, "ca.pem");
-	tu_write(ca, 0644, "-----BEGIN CERTIFICATE-----\n");
+	tfile_write_str(e->key, 0600, KEY "\n");
+	ca = tdir_join(e->dir, "ca.pem");
+	tfile_write_str(ca, 0644, "-----BEGIN CERTIFICATE-----\n");
 	free(ca);
 }
 
 static void
 env_free(struct env *e)
 {
-	tu_rmrf(e->dir);
+	tdir_rmrf(e->dir);
 	free(e->dir);
 	free(e->conf);
 	free(e->key);
@@ -75,9 +77,9 @@ env_free(struct env *e)
 static int
 env_load(struct env *e, const char *text, mode_t mode, struct config **cfg)
 {
-	char *t = tu_subst(text, "@DIR@", e->dir);
+	char *t = tfile_subst(text, "@DIR@", e->dir);
 
-	tu_write(e->conf, mode, t);
+	tfile_write_str(e->conf, mode, t);
 	free(t);
 	e->len = 0;
 	e->errors[0] = '\0';
@@ -88,8 +90,8 @@ env_load(struct env *e, const char *text, mode_t mode, struct config **cfg)
 static char *
 env_expect(const struct env *e, const char *msgs)
 {
-	char *a = tu_subst(msgs, "@CONF@", e->conf);
-	char *b = tu_subst(a, "@DIR@", e->dir);
+	char *a = tfile_subst(msgs, "@CONF@", e->conf);
+	char *b = tfile_subst(a, "@DIR@", e->dir);
 
 	free(a);
 	return b;
@@ -541,7 +543,7 @@ START_TEST(test_config_values)
 	ck_assert_str_eq(cfg->memfault.project_key, KEY);
 	ck_assert_str_eq(cfg->memfault.project_key_source, e.key);
 	ck_assert_str_eq(cfg->memfault.base_url, "https://API.example.com/p");
-	ca = tu_path(e.dir, "ca.pem");
+	ca = tdir_join(e.dir, "ca.pem");
 	ck_assert_str_eq(cfg->memfault.ca_file, ca);
 	free(ca);
 	ck_assert_str_eq(cfg->memfault.proxy, "http://proxy:3128");
@@ -670,24 +672,24 @@ START_TEST(test_config_key_permissions)
 	cfg = NULL;
 
 	/* A key file: the config may be world-readable, the key file not. */
-	tu_write(e.key, 0640, KEY "\n");
+	tfile_write_str(e.key, 0640, KEY "\n");
 	ck_assert_int_eq(env_load(&e, BASE, 0644, &cfg), -EINVAL);
 	want = env_expect(&e, AT(2) "project_key_file = @DIR@/key: mode 0640 lets other users read "
 				    "the Memfault project key; run chmod 600 @DIR@/key\n");
 	ck_assert_str_eq(e.errors, want);
 	free(want);
-	tu_write(e.key, 0400, KEY);
+	tfile_write_str(e.key, 0400, KEY);
 	ck_assert_int_eq(env_load(&e, BASE, 0644, &cfg), 0);
 	ck_assert_str_eq(cfg->memfault.project_key, KEY);
 	config_free(cfg);
 	cfg = NULL;
 
 	/* What the file holds is checked, and never echoed. */
-	tu_write(e.key, 0600, "  " KEY "\r\n\n");
+	tfile_write_str(e.key, 0600, "  " KEY "\r\n\n");
 	ck_assert_int_eq(env_load(&e, BASE, 0644, &cfg), 0);
 	config_free(cfg);
 	cfg = NULL;
-	tu_write(e.key, 0600, KEY "\n" KEY "\n");
+	tfile_write_str(e.key, 0600, KEY "\n" KEY "\n");
 	ck_assert_int_eq(env_load(&e, BASE, 0644, &cfg), -EINVAL);
 	want = env_expect(&e, AT(2) "project_key_file = @DIR@/key: does not hold a project key "
 				    "(32 hexadecimal digits and nothing else)\n");
@@ -699,7 +701,7 @@ START_TEST(test_config_key_permissions)
 
 		memset(big, 'a', sizeof(big) - 1);
 		big[sizeof(big) - 1] = '\0';
-		tu_write(e.key, 0600, big);
+		tfile_write_str(e.key, 0600, big);
 	}
 	ck_assert_int_eq(env_load(&e, BASE, 0644, &cfg), -EINVAL);
 	want = env_expect(&e, AT(2) "project_key_file = @DIR@/key: too large to hold a project "
@@ -719,9 +721,9 @@ START_TEST(test_config_credentials)
 	char *creds, *cred, *want;
 
 	env_init(&e);
-	creds = tu_path(e.dir, "credentials");
+	creds = tdir_join(e.dir, "credentials");
 	ck_assert_int_eq(mkdir(creds, 0700), 0);
-	cred = tu_path(creds, "project-key");
+	cred = tdir_join(creds, "project-key");
 	setenv("CREDENTIALS_DIRECTORY", creds, 1);
 
 	ck_assert_int_eq(env_load(&e, text, 0644, &cfg), -EINVAL);
@@ -731,14 +733,14 @@ START_TEST(test_config_credentials)
 	free(want);
 
 	/* systemd picks the credential's mode: not checked. */
-	tu_write(cred, 0440, KEY);
+	tfile_write_str(cred, 0440, KEY);
 	ck_assert_int_eq(env_load(&e, text, 0644, &cfg), 0);
 	ck_assert_str_eq(cfg->memfault.project_key, KEY);
 	ck_assert_str_eq(cfg->memfault.project_key_source, cred);
 	config_free(cfg);
 	cfg = NULL;
 
-	tu_write(cred, 0400, "not a key");
+	tfile_write_str(cred, 0400, "not a key");
 	ck_assert_int_eq(env_load(&e, text, 0644, &cfg), -EINVAL);
 	want = env_expect(&e, "@CONF@: credential @DIR@/credentials/project-key: does not hold a "
 			      "project key (32 hexadecimal digits and nothing else)\n");
@@ -746,13 +748,13 @@ START_TEST(test_config_credentials)
 	free(want);
 
 	/* The unit's empty fallback credential: the operator has installed no key. */
-	tu_write(cred, 0400, "\n");
+	tfile_write_str(cred, 0400, "\n");
 	ck_assert_int_eq(env_load(&e, text, 0644, &cfg), -EINVAL);
 	ck_assert_ptr_nonnull(strstr(e.errors, "no Memfault project key: the systemd credential "
 					       "'project-key' is empty"));
 
 	/* A key file in the config wins over the credential. */
-	tu_write(cred, 0400, "not a key");
+	tfile_write_str(cred, 0400, "not a key");
 	ck_assert_int_eq(env_load(&e, BASE, 0644, &cfg), 0);
 	ck_assert_str_eq(cfg->memfault.project_key_source, e.key);
 	config_free(cfg);
@@ -775,7 +777,7 @@ START_TEST(test_config_open_errors)
 	env_init(&e);
 	want = env_expect(&e, "@DIR@/none.conf: cannot open: No such file or directory\n");
 	free(e.conf);
-	e.conf = tu_path(e.dir, "none.conf");
+	e.conf = tdir_join(e.dir, "none.conf");
 	ck_assert_int_eq(config_load(e.conf, collect, &e, &cfg), -ENOENT);
 	ck_assert_str_eq(e.errors, want);
 	ck_assert_ptr_null(cfg);
@@ -828,7 +830,7 @@ START_TEST(test_config_error_cap)
 	for (last = e.errors; (last = strchr(last, '\n')) != NULL; last++)
 		n++;
 	ck_assert_uint_eq(n, 101);
-	last = tu_subst("@CONF@: 50 more errors not shown\n", "@CONF@", e.conf);
+	last = tfile_subst("@CONF@: 50 more errors not shown\n", "@CONF@", e.conf);
 	ck_assert_str_eq(e.errors + strlen(e.errors) - strlen(last), last);
 	free(last);
 	free(text);
@@ -998,11 +1000,5 @@ config_suite(void)
 int
 main(void)
 {
-	SRunner *sr = srunner_create(config_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return ck_main(config_suite());
 }

@@ -16,8 +16,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ck.h"
 #include "notify.h"
-#include "testutil.h"
+#include "tdir.h"
+#include "tfile.h"
+#include "tproc.h"
 
 #define KEY     "0123456789abcdef0123456789abcdef"
 #define TIMEOUT 60000 /* ms */
@@ -32,8 +35,8 @@ sock_open(struct sock *s)
 {
 	struct sockaddr_un sun = {.sun_family = AF_UNIX};
 
-	s->dir = tu_tmpdir();
-	s->path = tu_path(s->dir, "notify");
+	s->dir = tdir_new("notify");
+	s->path = tdir_join(s->dir, "notify");
 	ck_assert_uint_lt(strlen(s->path), sizeof(sun.sun_path));
 	strcpy(sun.sun_path, s->path);
 	s->fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
@@ -45,7 +48,7 @@ static void
 sock_close(struct sock *s)
 {
 	close(s->fd);
-	tu_rmrf(s->dir);
+	tdir_rmrf(s->dir);
 	free(s->path);
 	free(s->dir);
 }
@@ -226,42 +229,35 @@ END_TEST
 static void
 write_conf(const char *dir, const char *conf, const char *extra)
 {
-	char *text, *t;
-
-	ck_assert_int_gt(asprintf(&text,
-			     "[general]\nstate_dir = @DIR@\ncache_dir = @DIR@\n%s\n"
-			     "[memfault]\nproject_key_file = @DIR@/key\n"
-			     "[unix \"sim\"]\nlisten = @DIR@/sim.sock\n"
-			     "[dbus]\nbus = none\n" /* never the machine's own bus */,
-			     extra),
-	    0);
-	t = tu_subst(text, "@DIR@", dir);
-	tu_write(conf, 0600, t);
-	free(t);
-	free(text);
+	tfile_template(conf, 0600, dir,
+	    "[general]\nstate_dir = @DIR@\ncache_dir = @DIR@\n%s\n"
+	    "[memfault]\nproject_key_file = @DIR@/key\n"
+	    "[unix \"sim\"]\nlisten = @DIR@/sim.sock\n"
+	    "[dbus]\nbus = none\n" /* never the machine's own bus */,
+	    extra);
 }
 
 START_TEST(test_notify_otagwd)
 {
-	struct tu_proc p;
+	struct tproc p;
 	struct sock s;
 	char *conf, *key, *m, *env[4];
 	uint64_t before;
 	bool starting = false;
 
 	sock_open(&s);
-	conf = tu_path(s.dir, "otagw.conf");
-	key = tu_path(s.dir, "key");
-	tu_write(key, 0600, KEY);
+	conf = tdir_join(s.dir, "otagw.conf");
+	key = tdir_join(s.dir, "key");
+	tfile_write_str(key, 0600, KEY);
 	write_conf(s.dir, conf, "");
 	ck_assert_int_gt(asprintf(&env[0], "NOTIFY_SOCKET=%s", s.path), 0);
 	env[1] = "WATCHDOG_USEC=100000";
 	env[2] = "WATCHDOG_PID=self";
 	env[3] = NULL;
 	{
-		char *argv[] = {(char *)tu_otagwd(), "-c", conf, NULL};
+		char *argv[] = {(char *)tproc_prog("OTAGWD"), "-c", conf, NULL};
 
-		tu_spawn(&p, argv, env);
+		tproc_spawn(&p, argv, env);
 	}
 
 	/* STATUS= lines, then READY=1 with the running status. */
@@ -314,8 +310,8 @@ START_TEST(test_notify_otagwd)
 	m = sock_recv_event(&s);
 	ck_assert_str_eq(m, "STOPPING=1\nSTATUS=Stopping");
 	free(m);
-	ck_assert_int_eq(tu_wait_exit(&p, TIMEOUT), 0);
-	tu_proc_free(&p);
+	ck_assert_int_eq(tproc_wait_exit(&p, TIMEOUT), 0);
+	tproc_free(&p);
 	free(env[0]);
 	free(key);
 	free(conf);
@@ -340,11 +336,5 @@ notify_suite(void)
 int
 main(void)
 {
-	SRunner *sr = srunner_create(notify_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return ck_main(notify_suite());
 }

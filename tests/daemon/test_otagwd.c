@@ -9,7 +9,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "testutil.h"
+#include "ck.h"
+#include "tdir.h"
+#include "tfile.h"
+#include "tproc.h"
 
 #define KEY     "0123456789abcdef0123456789abcdef"
 #define TIMEOUT 60000 /* ms; generous: the box is shared and sanitizers are slow */
@@ -21,16 +24,16 @@ struct env {
 static void
 env_init(struct env *e)
 {
-	e->dir = tu_tmpdir();
-	e->conf = tu_path(e->dir, "otagw.conf");
-	e->key = tu_path(e->dir, "key");
-	tu_write(e->key, 0600, KEY "\n");
+	e->dir = tdir_new("otagwd");
+	e->conf = tdir_join(e->dir, "otagw.conf");
+	e->key = tdir_join(e->dir, "key");
+	tfile_write_str(e->key, 0600, KEY "\n");
 }
 
 static void
 env_free(struct env *e)
 {
-	tu_rmrf(e->dir);
+	tdir_rmrf(e->dir);
 	free(e->dir);
 	free(e->conf);
 	free(e->key);
@@ -41,74 +44,69 @@ env_free(struct env *e)
 static void
 env_conf(struct env *e, const char *general)
 {
-	char *text, *t;
-
-	ck_assert_int_gt(asprintf(&text,
-			     "[general]\nstate_dir = @DIR@/state\ncache_dir = @DIR@/cache\n%s\n"
-			     "[memfault]\nproject_key_file = @DIR@/key\n"
-			     "[unix \"sim\"]\nlisten = @DIR@/sim.sock\n"
-			     "[dbus]\nbus = none\n" /* never the machine's own bus */,
-			     general),
-	    0);
-	t = tu_subst(text, "@DIR@", e->dir);
-	tu_write(e->conf, 0644, t);
-	free(t);
-	free(text);
+	tfile_template(e->conf, 0644, e->dir,
+	    "[general]\nstate_dir = @DIR@/state\ncache_dir = @DIR@/cache\n%s\n"
+	    "[memfault]\nproject_key_file = @DIR@/key\n"
+	    "[unix \"sim\"]\nlisten = @DIR@/sim.sock\n"
+	    "[dbus]\nbus = none\n" /* never the machine's own bus */,
+	    general);
 }
 
 START_TEST(test_check_config_ok)
 {
-	struct tu_proc p;
+	struct tproc p;
 	struct env e;
 
 	env_init(&e);
 	env_conf(&e, "");
 	{
-		char *argv[] = {(char *)tu_otagwd(), "--check-config", "-c", e.conf, NULL};
+		char *argv[] = {(char *)tproc_prog("OTAGWD"), "--check-config", "-c", e.conf, NULL};
 
-		ck_assert_int_eq(tu_run(&p, argv, NULL), 0);
+		ck_assert_int_eq(tproc_run(&p, argv, NULL, TIMEOUT), 0);
 	}
 	ck_assert_str_eq(p.out, "configuration OK\n");
 	ck_assert_str_eq(p.err, "");
-	tu_proc_free(&p);
+	tproc_free(&p);
 	env_free(&e);
 }
 END_TEST
 
 START_TEST(test_check_config_errors)
 {
-	struct tu_proc p;
+	struct tproc p;
 	struct env e;
 	char *want;
 
 	env_init(&e);
 	env_conf(&e, "max_transfers = 0\nlog_level = loud");
 	{
-		char *argv[] = {(char *)tu_otagwd(), "-c", e.conf, "--check-config", NULL};
+		char *argv[] = {(char *)tproc_prog("OTAGWD"), "-c", e.conf, "--check-config", NULL};
 
-		ck_assert_int_eq(tu_run(&p, argv, NULL), 1);
+		ck_assert_int_eq(tproc_run(&p, argv, NULL, TIMEOUT), 1);
 	}
 	ck_assert_str_eq(p.out, "");
-	want = tu_subst("@CONF@:4: max_transfers = 0: out of range; use a whole number from 1 to "
+	want =
+	    tfile_subst("@CONF@:4: max_transfers = 0: out of range; use a whole number from 1 to "
 			"1024\n@CONF@:5: log_level = loud: unknown level; use err, warn, notice, "
 			"info or debug\n",
-	    "@CONF@", e.conf);
+		"@CONF@", e.conf);
 	ck_assert_str_eq(p.err, want);
 	free(want);
-	tu_proc_free(&p);
+	tproc_free(&p);
 
 	/* A file that does not exist. */
 	unlink(e.conf);
 	{
-		char *argv[] = {(char *)tu_otagwd(), "--config", e.conf, "--check-config", NULL};
+		char *argv[] = {
+		    (char *)tproc_prog("OTAGWD"), "--config", e.conf, "--check-config", NULL};
 
-		ck_assert_int_eq(tu_run(&p, argv, NULL), 1);
+		ck_assert_int_eq(tproc_run(&p, argv, NULL, TIMEOUT), 1);
 	}
-	want = tu_subst("@CONF@: cannot open: No such file or directory\n", "@CONF@", e.conf);
+	want = tfile_subst("@CONF@: cannot open: No such file or directory\n", "@CONF@", e.conf);
 	ck_assert_str_eq(p.err, want);
 	ck_assert_str_eq(p.out, "");
 	free(want);
-	tu_proc_free(&p);
+	tproc_free(&p);
 	env_free(&e);
 }
 END_TEST
@@ -118,32 +116,33 @@ END_TEST
 START_TEST(test_example_config)
 {
 	const char *src = getenv("OTAGW_SOURCE_DIR");
-	struct tu_proc p;
+	struct tproc p;
 	struct env e;
 	char *example, *creds, *cred, *env_creds;
 
 	ck_assert_ptr_nonnull(src);
 	env_init(&e);
-	example = tu_path(src, "conf/otagw.conf");
-	creds = tu_path(e.dir, "credentials");
+	example = tdir_join(src, "conf/otagw.conf");
+	creds = tdir_join(e.dir, "credentials");
 	ck_assert_int_eq(mkdir(creds, 0700), 0);
-	cred = tu_path(creds, "project-key");
+	cred = tdir_join(creds, "project-key");
 	ck_assert_int_gt(asprintf(&env_creds, "CREDENTIALS_DIRECTORY=%s", creds), 0);
 	{
-		char *argv[] = {(char *)tu_otagwd(), "--check-config", "-c", example, NULL};
+		char *argv[] = {
+		    (char *)tproc_prog("OTAGWD"), "--check-config", "-c", example, NULL};
 		char *env[] = {env_creds, NULL};
 
-		ck_assert_int_eq(tu_run(&p, argv, env), 1);
+		ck_assert_int_eq(tproc_run(&p, argv, env, TIMEOUT), 1);
 		ck_assert_msg(strstr(p.err, "project-key: cannot open: No such file") != NULL &&
 				  strchr(p.err, '\n') == strrchr(p.err, '\n'),
 		    "got: %s", p.err);
-		tu_proc_free(&p);
+		tproc_free(&p);
 
-		tu_write(cred, 0400, KEY "\n");
-		ck_assert_int_eq(tu_run(&p, argv, env), 0);
+		tfile_write_str(cred, 0400, KEY "\n");
+		ck_assert_int_eq(tproc_run(&p, argv, env, TIMEOUT), 0);
 		ck_assert_str_eq(p.out, "configuration OK\n");
 		ck_assert_str_eq(p.err, "");
-		tu_proc_free(&p);
+		tproc_free(&p);
 	}
 	free(env_creds);
 	free(cred);
@@ -155,66 +154,66 @@ END_TEST
 
 START_TEST(test_cli)
 {
-	struct tu_proc p;
+	struct tproc p;
 
 	{
-		char *argv[] = {(char *)tu_otagwd(), "--version", NULL};
+		char *argv[] = {(char *)tproc_prog("OTAGWD"), "--version", NULL};
 
-		ck_assert_int_eq(tu_run(&p, argv, NULL), 0);
+		ck_assert_int_eq(tproc_run(&p, argv, NULL, TIMEOUT), 0);
 		ck_assert_str_eq(p.out, "otagwd " OTAGW_VERSION "\n");
-		tu_proc_free(&p);
+		tproc_free(&p);
 	}
 	{
-		char *argv[] = {(char *)tu_otagwd(), "--help", NULL};
+		char *argv[] = {(char *)tproc_prog("OTAGWD"), "--help", NULL};
 
-		ck_assert_int_eq(tu_run(&p, argv, NULL), 0);
+		ck_assert_int_eq(tproc_run(&p, argv, NULL, TIMEOUT), 0);
 		ck_assert_ptr_eq(strstr(p.out, "Usage: otagwd [-c PATH] [--check-config] [-v]... "
 					       "[--version] [--help]\n"),
 		    p.out);
 		ck_assert_ptr_nonnull(strstr(p.out, "/etc/otagw/otagw.conf"));
-		tu_proc_free(&p);
+		tproc_free(&p);
 	}
 	{
-		char *argv[] = {(char *)tu_otagwd(), "--bogus", NULL};
+		char *argv[] = {(char *)tproc_prog("OTAGWD"), "--bogus", NULL};
 
-		ck_assert_int_eq(tu_run(&p, argv, NULL), 2);
+		ck_assert_int_eq(tproc_run(&p, argv, NULL, TIMEOUT), 2);
 		ck_assert_ptr_nonnull(strstr(p.err, "Try 'otagwd --help'."));
-		tu_proc_free(&p);
+		tproc_free(&p);
 	}
 	{
-		char *argv[] = {(char *)tu_otagwd(), "-c", NULL};
+		char *argv[] = {(char *)tproc_prog("OTAGWD"), "-c", NULL};
 
-		ck_assert_int_eq(tu_run(&p, argv, NULL), 2);
-		tu_proc_free(&p);
+		ck_assert_int_eq(tproc_run(&p, argv, NULL, TIMEOUT), 2);
+		tproc_free(&p);
 	}
 	{
-		char *argv[] = {(char *)tu_otagwd(), "extra", NULL};
+		char *argv[] = {(char *)tproc_prog("OTAGWD"), "extra", NULL};
 
-		ck_assert_int_eq(tu_run(&p, argv, NULL), 2);
+		ck_assert_int_eq(tproc_run(&p, argv, NULL, TIMEOUT), 2);
 		ck_assert_ptr_nonnull(strstr(p.err, "unexpected argument 'extra'"));
-		tu_proc_free(&p);
+		tproc_free(&p);
 	}
 }
 END_TEST
 
 START_TEST(test_start_bad_config)
 {
-	struct tu_proc p;
+	struct tproc p;
 	struct env e;
 	char *want;
 
 	env_init(&e);
 	env_conf(&e, "cache_max = lots");
 	{
-		char *argv[] = {(char *)tu_otagwd(), "-c", e.conf, NULL};
+		char *argv[] = {(char *)tproc_prog("OTAGWD"), "-c", e.conf, NULL};
 
-		ck_assert_int_eq(tu_run(&p, argv, NULL), 78);
+		ck_assert_int_eq(tproc_run(&p, argv, NULL, TIMEOUT), 78);
 	}
-	want = tu_subst("@CONF@:4: cache_max = lots: not a size", "@CONF@", e.conf);
+	want = tfile_subst("@CONF@:4: cache_max = lots: not a size", "@CONF@", e.conf);
 	ck_assert_ptr_nonnull(strstr(p.err, want));
 	free(want);
 	ck_assert_ptr_nonnull(strstr(p.err, "Failed to load the configuration"));
-	tu_proc_free(&p);
+	tproc_free(&p);
 	env_free(&e);
 }
 END_TEST
@@ -224,7 +223,7 @@ START_TEST(test_stop_signals)
 {
 	static const int sigs[] = {SIGTERM, SIGINT};
 	const char *name[] = {"SIGTERM", "SIGINT"};
-	struct tu_proc p;
+	struct tproc p;
 	struct env e;
 	char line[64];
 	size_t i;
@@ -232,16 +231,16 @@ START_TEST(test_stop_signals)
 	env_init(&e);
 	env_conf(&e, "");
 	for (i = 0; i < 2; i++) {
-		char *argv[] = {(char *)tu_otagwd(), "-c", e.conf, NULL};
+		char *argv[] = {(char *)tproc_prog("OTAGWD"), "-c", e.conf, NULL};
 
-		tu_spawn(&p, argv, NULL);
-		ck_assert_uint_gt(tu_wait_stderr(&p, "ready", 0, TIMEOUT), 0);
+		tproc_spawn(&p, argv, NULL);
+		ck_assert(tproc_wait_err(&p, "ready", NULL, TIMEOUT));
 		ck_assert_int_eq(kill(p.pid, sigs[i]), 0);
-		ck_assert_int_eq(tu_wait_exit(&p, TIMEOUT), 0);
+		ck_assert_int_eq(tproc_wait_exit(&p, TIMEOUT), 0);
 		snprintf(line, sizeof(line), "Received %s, stopping", name[i]);
 		ck_assert_ptr_nonnull(strstr(p.err, line));
 		ck_assert_ptr_nonnull(strstr(p.err, "Stopped"));
-		tu_proc_free(&p);
+		tproc_free(&p);
 	}
 	env_free(&e);
 }
@@ -249,8 +248,8 @@ END_TEST
 
 START_TEST(test_sighup)
 {
-	char *argv[] = {(char *)tu_otagwd(), "-c", NULL, NULL};
-	struct tu_proc p;
+	char *argv[] = {(char *)tproc_prog("OTAGWD"), "-c", NULL, NULL};
+	struct tproc p;
 	struct env e;
 	size_t at, mark;
 	char *want;
@@ -258,20 +257,19 @@ START_TEST(test_sighup)
 	env_init(&e);
 	argv[2] = e.conf;
 	env_conf(&e, "log_level = info");
-	tu_spawn(&p, argv, NULL);
-	at = tu_wait_stderr(&p, "ready", 0, TIMEOUT);
-	ck_assert_uint_gt(at, 0);
+	tproc_spawn(&p, argv, NULL);
+	at = 0;
+	ck_assert(tproc_wait_err(&p, "ready", &at, TIMEOUT));
 	ck_assert_ptr_null(strstr(p.err, " debug: ")); /* info: no debug lines */
 
 	/* A broken file (that would also turn on debug logging) is refused with every error. */
 	env_conf(&e, "log_level = debug\nmax_transfers = many\n[nope]");
 	ck_assert_int_eq(kill(p.pid, SIGHUP), 0);
-	at = tu_wait_stderr(&p, "keeping the running configuration", at, TIMEOUT);
-	ck_assert_uint_gt(at, 0);
-	want = tu_subst("@CONF@:5: max_transfers = many: not a number", "@CONF@", e.conf);
+	ck_assert(tproc_wait_err(&p, "keeping the running configuration", &at, TIMEOUT));
+	want = tfile_subst("@CONF@:5: max_transfers = many: not a number", "@CONF@", e.conf);
 	ck_assert_ptr_nonnull(strstr(p.err, want));
 	free(want);
-	want = tu_subst("@CONF@:6: unknown section [nope]", "@CONF@", e.conf);
+	want = tfile_subst("@CONF@:6: unknown section [nope]", "@CONF@", e.conf);
 	ck_assert_ptr_nonnull(strstr(p.err, want));
 	free(want);
 	ck_assert_ptr_nonnull(strstr(p.err, "(2 errors)"));
@@ -279,56 +277,43 @@ START_TEST(test_sighup)
 	/* Still running, still at info: a second reload logs no debug line. */
 	mark = at;
 	ck_assert_int_eq(kill(p.pid, SIGHUP), 0);
-	at = tu_wait_stderr(&p, "keeping the running configuration", at, TIMEOUT);
-	ck_assert_uint_gt(at, 0);
+	ck_assert(tproc_wait_err(&p, "keeping the running configuration", &at, TIMEOUT));
 	ck_assert_ptr_null(strstr(p.err + mark, " debug: "));
 	ck_assert_ptr_null(strstr(p.err, "Reloaded"));
 
 	/* A good file is applied: debug logging, new limits, shown in the debug summary. */
 	env_conf(&e, "log_level = debug\nmax_transfers = 5");
 	ck_assert_int_eq(kill(p.pid, SIGHUP), 0);
-	at = tu_wait_stderr(&p, "Reloaded configuration from", at, TIMEOUT);
-	ck_assert_uint_gt(at, 0);
-	at = tu_wait_stderr(&p, "max_transfers 5,", at, TIMEOUT);
-	ck_assert_uint_gt(at, 0);
+	ck_assert(tproc_wait_err(&p, "Reloaded configuration from", &at, TIMEOUT));
+	ck_assert(tproc_wait_err(&p, "max_transfers 5,", &at, TIMEOUT));
 
 	/* Settings that need a restart keep their running value, with a warning. */
-	{
-		char *text, *t;
-
-		ck_assert_int_gt(
-		    asprintf(&text, "[general]\nstate_dir = @DIR@/elsewhere\n"
-				    "cache_dir = @DIR@/cache\nlog_level = warn\n"
-				    "[memfault]\nproject_key_file = @DIR@/key\n"
-				    "[unix \"sim\"]\nlisten = @DIR@/sim.sock\n"
-				    "[dbus]\nbus = none\n" /* never the machine's own bus */),
-		    0);
-		t = tu_subst(text, "@DIR@", e.dir);
-		tu_write(e.conf, 0644, t);
-		free(t);
-		free(text);
-	}
+	tfile_template(e.conf, 0644, e.dir,
+	    "[general]\nstate_dir = @DIR@/elsewhere\n"
+	    "cache_dir = @DIR@/cache\nlog_level = warn\n"
+	    "[memfault]\nproject_key_file = @DIR@/key\n"
+	    "[unix \"sim\"]\nlisten = @DIR@/sim.sock\n"
+	    "[dbus]\nbus = none\n" /* never the machine's own bus */);
 	ck_assert_int_eq(kill(p.pid, SIGHUP), 0);
-	want = tu_subst("state_dir changed to @DIR@/elsewhere: restart otagwd to apply it; still "
+	want =
+	    tfile_subst("state_dir changed to @DIR@/elsewhere: restart otagwd to apply it; still "
 			"using @DIR@/state",
-	    "@DIR@", e.dir);
-	at = tu_wait_stderr(&p, want, at, TIMEOUT);
+		"@DIR@", e.dir);
+	ck_assert(tproc_wait_err(&p, want, &at, TIMEOUT));
 	free(want);
-	ck_assert_uint_gt(at, 0);
 	mark = at;
 
 	/* log_level = warn took effect: the next (broken) reload shows its error but no info
 	 * line, and the one before it logged no "Reloaded" at info. */
 	env_conf(&e, "bogus = 1");
 	ck_assert_int_eq(kill(p.pid, SIGHUP), 0);
-	at = tu_wait_stderr(&p, "keeping the running configuration", at, TIMEOUT);
-	ck_assert_uint_gt(at, 0);
+	ck_assert(tproc_wait_err(&p, "keeping the running configuration", &at, TIMEOUT));
 	ck_assert_ptr_null(strstr(p.err + mark, "Reloaded"));
 	ck_assert_ptr_null(strstr(p.err + mark, "Received SIGHUP"));
 
 	ck_assert_int_eq(kill(p.pid, SIGTERM), 0);
-	ck_assert_int_eq(tu_wait_exit(&p, TIMEOUT), 0);
-	tu_proc_free(&p);
+	ck_assert_int_eq(tproc_wait_exit(&p, TIMEOUT), 0);
+	tproc_free(&p);
 	env_free(&e);
 }
 END_TEST
@@ -336,22 +321,22 @@ END_TEST
 /* -v logs debug whatever log_level says. */
 START_TEST(test_verbose)
 {
-	char *argv[] = {(char *)tu_otagwd(), "-c", NULL, "-v", "-v", NULL};
-	struct tu_proc p;
+	char *argv[] = {(char *)tproc_prog("OTAGWD"), "-c", NULL, "-v", "-v", NULL};
+	struct tproc p;
 	struct env e;
 	size_t at;
 
 	env_init(&e);
 	argv[2] = e.conf;
 	env_conf(&e, "log_level = err");
-	tu_spawn(&p, argv, NULL);
-	at = tu_wait_stderr(&p, "Link sim: unix listen on", 0, TIMEOUT);
-	ck_assert_uint_gt(at, 0);
+	tproc_spawn(&p, argv, NULL);
+	at = 0;
+	ck_assert(tproc_wait_err(&p, "Link sim: unix listen on", &at, TIMEOUT));
 	ck_assert_int_eq(kill(p.pid, SIGHUP), 0);
-	ck_assert_uint_gt(tu_wait_stderr(&p, "Reading configuration", at, TIMEOUT), 0);
+	ck_assert(tproc_wait_err(&p, "Reading configuration", &at, TIMEOUT));
 	ck_assert_int_eq(kill(p.pid, SIGTERM), 0);
-	ck_assert_int_eq(tu_wait_exit(&p, TIMEOUT), 0);
-	tu_proc_free(&p);
+	ck_assert_int_eq(tproc_wait_exit(&p, TIMEOUT), 0);
+	tproc_free(&p);
 	env_free(&e);
 }
 END_TEST
@@ -377,11 +362,5 @@ otagwd_suite(void)
 int
 main(void)
 {
-	SRunner *sr = srunner_create(otagwd_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return ck_main(otagwd_suite());
 }

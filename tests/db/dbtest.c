@@ -3,27 +3,26 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <openssl/evp.h>
 #include <sqlite3.h>
 
 #include "dbtest.h"
-#include "hex.h"
+#include "tdir.h"
 
 void
 dbtest_init(struct dbtest *t)
 {
-	const char *tmp = getenv("TMPDIR");
+	char *dir = tdir_new("db");
 
 	memset(t, 0, sizeof(*t));
-	snprintf(t->dir, sizeof(t->dir), "%s/otagw-db-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-	ck_assert_ptr_nonnull(mkdtemp(t->dir));
+	ck_assert_uint_lt(strlen(dir), sizeof(t->dir));
+	memcpy(t->dir, dir, strlen(dir) + 1);
+	free(dir);
 	snprintf(t->db, sizeof(t->db), "%s/state/otagw.db", t->dir);
 	snprintf(t->cache, sizeof(t->cache), "%s/cache", t->dir);
 }
@@ -68,62 +67,12 @@ dbtest_reopen(struct dbtest *t, uint64_t max_bytes)
 	dbtest_open(t, max_bytes);
 }
 
-static int
-dbtest_rm(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-	(void)sb;
-	(void)flag;
-	(void)ftw;
-	/* Tests make directories read-only on purpose; removal needs them writable. */
-	chmod(path, 0700);
-	if (remove(path) < 0 && errno != ENOENT)
-		fprintf(stderr, "cannot remove %s: %s\n", path, strerror(errno));
-	return 0;
-}
-
-static int
-dbtest_chmod(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-	(void)ftw;
-	if (flag == FTW_D || flag == FTW_DNR || S_ISDIR(sb->st_mode))
-		chmod(path, 0700);
-	return 0;
-}
-
 void
 dbtest_done(struct dbtest *t)
 {
 	dbtest_check(t);
 	t->s = store_free(t->s);
-	nftw(t->dir, dbtest_chmod, 16, FTW_PHYS);
-	nftw(t->dir, dbtest_rm, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-void
-dbtest_payload(uint8_t *buf, size_t len, unsigned seed)
-{
-	uint32_t x = seed * 2654435761u + 1;
-	size_t i;
-
-	for (i = 0; i < len; i++) {
-		x ^= x << 13;
-		x ^= x >> 17;
-		x ^= x << 5;
-		buf[i] = (uint8_t)x;
-	}
-}
-
-void
-dbtest_sha256(const uint8_t *buf, size_t len, uint8_t digest[STORE_SHA256_LEN],
-    char hex[STORE_SHA256_HEX + 1])
-{
-	uint8_t d[STORE_SHA256_LEN];
-
-	ck_assert_int_eq(EVP_Digest(buf, len, d, NULL, EVP_sha256(), NULL), 1);
-	if (digest)
-		memcpy(digest, d, sizeof(d));
-	if (hex)
-		hex_encode(d, sizeof(d), hex);
+	tdir_rmrf(t->dir);
 }
 
 void
@@ -149,7 +98,7 @@ dbtest_add(struct store *s, const uint8_t *buf, size_t len, char hex[STORE_SHA25
 	uint64_t present = 99;
 	int fd = -1, r;
 
-	dbtest_sha256(buf, len, digest, hex);
+	tdata_sha256(buf, len, digest, hex);
 	dbtest_meta(&m, hex, len);
 	r = store_partial_open(s, &m, &fd, &present);
 	ck_assert_msg(r == 0, "partial_open: %d %s", r, store_errmsg(s));
@@ -165,21 +114,9 @@ dbtest_add_seed(struct store *s, unsigned seed, size_t len, char hex[STORE_SHA25
 	uint8_t *buf = malloc(len);
 
 	ck_assert_ptr_nonnull(buf);
-	dbtest_payload(buf, len, seed);
+	tdata_fill(buf, len, seed);
 	dbtest_add(s, buf, len, hex);
 	free(buf);
-}
-
-int
-dbtest_run(Suite *suite)
-{
-	SRunner *sr = srunner_create(suite);
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }
 
 void
@@ -223,17 +160,6 @@ dbtest_dir_count(const char *path)
 			n++;
 	closedir(d);
 	return n;
-}
-
-void
-dbtest_write_file(const char *path, const uint8_t *buf, size_t len)
-{
-	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-
-	ck_assert_msg(fd >= 0, "open %s: %s", path, strerror(errno));
-	if (len)
-		ck_assert_int_eq(write(fd, buf, len), (ssize_t)len);
-	close(fd);
 }
 
 static sqlite3 *

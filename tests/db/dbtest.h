@@ -1,5 +1,6 @@
 /* Shared fixtures for the db/ tests: a private temporary directory per test with a store in
- * it, payload helpers, and the integrity check every test ends with. */
+ * it, downloads into it, and the integrity check every test ends with. The generic pieces
+ * (runner, directories, files, payloads) are tests/support's. */
 #ifndef OTAGW_DBTEST_H
 #define OTAGW_DBTEST_H
 
@@ -7,8 +8,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ck.h"
 #include "db.h"
 #include "store.h"
+#include "tdata.h"
+#include "tfile.h"
 
 struct dbtest {
 	char dir[256];   /* the test's temporary directory */
@@ -27,18 +31,12 @@ void dbtest_open(struct dbtest *t, uint64_t max_bytes);
 int dbtest_try_open(
     struct dbtest *t, uint64_t max_bytes, struct store **out, char *err, size_t errlen);
 
-/* Closes the store (after running db_integrity_check() on it), removes the directory. */
+/* Closes the store (after running db_integrity_check() on it), removes the directory (which
+ * tests/support removes at exit anyway, also after a failed assertion). */
 void dbtest_done(struct dbtest *t);
 
 /* Closes and reopens the store (reconciliation runs again), checking integrity before. */
 void dbtest_reopen(struct dbtest *t, uint64_t max_bytes);
-
-/* Fills buf with bytes derived from seed. */
-void dbtest_payload(uint8_t *buf, size_t len, unsigned seed);
-
-/* SHA-256 of buf, binary and lower-case hex. */
-void dbtest_sha256(const uint8_t *buf, size_t len, uint8_t digest[STORE_SHA256_LEN],
-    char hex[STORE_SHA256_HEX + 1]);
 
 /* Downloads buf into the store the way the download manager does (partial_open, pwrite,
  * commit) and returns its key in hex. Fails the test on any error. */
@@ -46,9 +44,6 @@ void dbtest_add(struct store *s, const uint8_t *buf, size_t len, char hex[STORE_
 
 /* dbtest_add() of len bytes made from seed. */
 void dbtest_add_seed(struct store *s, unsigned seed, size_t len, char hex[STORE_SHA256_HEX + 1]);
-
-/* Runs every test of suite and returns the exit status for main(). */
-int dbtest_run(Suite *suite);
 
 /* Fills a meta for buf's artifact (url "https://cdn.example/<hex>", version "1.0.0"). hex must
  * hold the key. */
@@ -64,9 +59,6 @@ long long dbtest_file_len(const char *path);
 
 /* Number of entries in a directory, "." and ".." not counted. */
 int dbtest_dir_count(const char *path);
-
-/* Writes len bytes of buf to path (creating or truncating it, mode 0644). */
-void dbtest_write_file(const char *path, const uint8_t *buf, size_t len);
 
 /* Runs SQL on the database with a separate sqlite connection (the way an operator or a crash
  * leaves rows behind). Fails the test on error. */

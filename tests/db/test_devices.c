@@ -318,5 +318,5 @@ devices_suite(void)
 int
 main(void)
 {
-	return dbtest_run(devices_suite());
+	return ck_main(devices_suite());
 }

@@ -239,5 +239,5 @@ history_suite(void)
 int
 main(void)
 {
-	return dbtest_run(history_suite());
+	return ck_main(history_suite());
 }

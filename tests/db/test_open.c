@@ -78,10 +78,10 @@ make_v1(char hex[STORE_SHA256_HEX + 1], const char *extra_sql)
 	uint8_t buf[2000];
 
 	mkstate();
-	dbtest_write_file(t.db, NULL, 0);
+	tfile_write(t.db, 0644, NULL, 0);
 	dbtest_sql(t.db, v1_schema);
-	dbtest_payload(buf, sizeof(buf), 7);
-	dbtest_sha256(buf, sizeof(buf), NULL, hex);
+	tdata_fill(buf, sizeof(buf), 7);
+	tdata_sha256(buf, sizeof(buf), NULL, hex);
 	snprintf(sql, sizeof(sql),
 	    "INSERT INTO artifacts (sha256, artifact_id, version, is_delta, size, md5, state,"
 	    " bytes_present, url, url_fetched, created, last_used, lru, pins) VALUES ('%s', 63,"
@@ -99,7 +99,7 @@ make_v1(char hex[STORE_SHA256_HEX + 1], const char *extra_sql)
 	snprintf(dir, sizeof(dir), "%s/blobs", t.cache);
 	mkdir(dir, 0750);
 	dbtest_blob_path(&t, hex, path, sizeof(path));
-	dbtest_write_file(path, buf, sizeof(buf));
+	tfile_write(path, 0644, buf, sizeof(buf));
 }
 
 START_TEST(fresh_database)
@@ -122,7 +122,7 @@ END_TEST
 START_TEST(empty_file_is_a_new_database)
 {
 	mkstate();
-	dbtest_write_file(t.db, NULL, 0);
+	tfile_write(t.db, 0644, NULL, 0);
 	dbtest_open(&t, 0);
 	ck_assert_int_eq(dbtest_sql_int(t.db, "PRAGMA user_version"), DB_SCHEMA_VERSION);
 }
@@ -207,7 +207,7 @@ START_TEST(foreign_database_refused)
 	struct store *s = NULL;
 
 	mkstate();
-	dbtest_write_file(t.db, NULL, 0);
+	tfile_write(t.db, 0644, NULL, 0);
 	dbtest_sql(t.db, "CREATE TABLE photos (id INTEGER PRIMARY KEY); INSERT INTO photos "
 			 "VALUES (1)");
 	ck_assert_int_eq(dbtest_try_open(&t, 0, &s, err, sizeof(err)), -EBADMSG);
@@ -225,8 +225,8 @@ START_TEST(garbage_file_refused)
 	struct store *s = NULL;
 
 	mkstate();
-	dbtest_payload(junk, sizeof(junk), 99);
-	dbtest_write_file(t.db, junk, sizeof(junk));
+	tdata_fill(junk, sizeof(junk), 99);
+	tfile_write(t.db, 0644, junk, sizeof(junk));
 	ck_assert_int_eq(dbtest_try_open(&t, 0, &s, err, sizeof(err)), -EBADMSG);
 	ck_assert_ptr_null(s);
 	ck_assert_ptr_nonnull(strstr(err, t.db));
@@ -281,7 +281,7 @@ START_TEST(not_a_directory)
 {
 	struct store *s = NULL;
 
-	dbtest_write_file(t.cache, NULL, 0);
+	tfile_write(t.cache, 0644, NULL, 0);
 	ck_assert_int_eq(dbtest_try_open(&t, 0, &s, err, sizeof(err)), -ENOTDIR);
 	ck_assert_ptr_nonnull(strstr(err, t.cache));
 	unlink(t.cache);
@@ -393,5 +393,5 @@ open_suite(void)
 int
 main(void)
 {
-	return dbtest_run(open_suite());
+	return ck_main(open_suite());
 }

@@ -110,23 +110,23 @@ START_TEST(orphans_and_strangers_removed)
 
 	/* A blob and a partial named like artifacts the index does not know. */
 	snprintf(path, sizeof(path), "%s/blobs/%064d", t.cache, 7);
-	dbtest_write_file(path, junk, sizeof(junk));
+	tfile_write(path, 0644, junk, sizeof(junk));
 	snprintf(path, sizeof(path), "%s/partial/%064d.part", t.cache, 8);
-	dbtest_write_file(path, junk, sizeof(junk));
+	tfile_write(path, 0644, junk, sizeof(junk));
 	/* Names that are no artifact at all: temp files, upper case, a symlink, an empty dir. */
 	snprintf(path, sizeof(path), "%s/blobs/%s.tmp", t.cache, h);
-	dbtest_write_file(path, junk, sizeof(junk));
+	tfile_write(path, 0644, junk, sizeof(junk));
 	snprintf(path, sizeof(path), "%s/partial/stray", t.cache);
-	dbtest_write_file(path, junk, sizeof(junk));
+	tfile_write(path, 0644, junk, sizeof(junk));
 	snprintf(path, sizeof(path), "%s/blobs/%.63sA", t.cache, h);
-	dbtest_write_file(path, junk, sizeof(junk));
+	tfile_write(path, 0644, junk, sizeof(junk));
 	snprintf(path, sizeof(path), "%s/blobs/link", t.cache);
 	ck_assert_int_eq(symlink("/etc/passwd", path), 0);
 	snprintf(path, sizeof(path), "%s/partial/emptydir", t.cache);
 	ck_assert_int_eq(mkdir(path, 0700), 0);
 	/* Beside blobs/ and partial/, the cache directory is not the store's to clean. */
 	snprintf(other, sizeof(other), "%s/README", t.cache);
-	dbtest_write_file(other, junk, sizeof(junk));
+	tfile_write(other, 0644, junk, sizeof(junk));
 
 	dbtest_open(&t, 0);
 	/* Only h's blob is left. */
@@ -151,8 +151,8 @@ partial(unsigned seed, size_t len, size_t n, char hex[STORE_SHA256_HEX + 1])
 	int fd;
 
 	ck_assert_ptr_nonnull(buf);
-	dbtest_payload(buf, len, seed);
-	dbtest_sha256(buf, len, NULL, hex);
+	tdata_fill(buf, len, seed);
+	tdata_sha256(buf, len, NULL, hex);
 	dbtest_meta(&m, hex, len);
 	ck_assert_int_eq(store_partial_open(t.s, &m, &fd, &got), 0);
 	ck_assert_int_eq(pwrite(fd, buf, n, 0), (ssize_t)n);
@@ -170,8 +170,8 @@ finish(unsigned seed, size_t len, const char *hex, uint64_t expect_present)
 	int fd;
 
 	ck_assert_ptr_nonnull(buf);
-	dbtest_payload(buf, len, seed);
-	dbtest_sha256(buf, len, digest, NULL);
+	tdata_fill(buf, len, seed);
+	tdata_sha256(buf, len, digest, NULL);
 	dbtest_meta(&m, hex, len);
 	ck_assert_int_eq(store_partial_open(t.s, &m, &fd, &got), 0);
 	ck_assert_uint_eq(got, expect_present);
@@ -196,7 +196,7 @@ START_TEST(partial_length_from_file)
 	t.s = store_free(t.s);
 
 	/* a: the file grew past its row (writes after the last progress record). */
-	dbtest_payload(buf, sizeof(buf), 10);
+	tdata_fill(buf, sizeof(buf), 10);
 	dbtest_part_path(&t, a_hex, path, sizeof(path));
 	fd = open(path, O_WRONLY);
 	ck_assert_int_eq(pwrite(fd, buf + 1000, 1500, 1000), 1500);
@@ -206,7 +206,7 @@ START_TEST(partial_length_from_file)
 	ck_assert_int_eq(truncate(path, 700), 0);
 	/* c: longer than the artifact itself: garbage, start over. */
 	dbtest_part_path(&t, c_hex, path, sizeof(path));
-	dbtest_write_file(path, buf, sizeof(buf));
+	tfile_write(path, 0644, buf, sizeof(buf));
 	fd = open(path, O_WRONLY | O_APPEND);
 	ck_assert_int_eq(write(fd, buf, 10), 10);
 	close(fd);
@@ -289,10 +289,10 @@ START_TEST(crash_partial_file_without_row)
 
 	dbtest_open(&t, 0);
 	t.s = store_free(t.s);
-	dbtest_payload(buf, sizeof(buf), 40);
-	dbtest_sha256(buf, sizeof(buf), NULL, hex);
+	tdata_fill(buf, sizeof(buf), 40);
+	tdata_sha256(buf, sizeof(buf), NULL, hex);
 	dbtest_part_path(&t, hex, path, sizeof(path));
-	dbtest_write_file(path, buf, 50);
+	tfile_write(path, 0644, buf, 50);
 	dbtest_open(&t, 0);
 	ck_assert(!dbtest_exists(path));
 }
@@ -376,7 +376,7 @@ START_TEST(crash_blob_and_partial_both)
 	add(44, 300, h);
 	t.s = store_free(t.s);
 	dbtest_part_path(&t, h, path, sizeof(path));
-	dbtest_write_file(path, buf, sizeof(buf));
+	tfile_write(path, 0644, buf, sizeof(buf));
 	dbtest_open(&t, 0);
 	ck_assert_int_eq(get(h, &a), 0);
 	ck_assert_int_eq(a.state, STORE_STATE_COMPLETE);
@@ -397,8 +397,8 @@ child_download_half(void)
 	uint64_t got;
 	int fd;
 
-	dbtest_payload(buf, sizeof(buf), 50);
-	dbtest_sha256(buf, sizeof(buf), NULL, crash_hex);
+	tdata_fill(buf, sizeof(buf), 50);
+	tdata_sha256(buf, sizeof(buf), NULL, crash_hex);
 	dbtest_meta(&m, crash_hex, sizeof(buf));
 	dbtest_open(&t, 0);
 	if (store_partial_open(t.s, &m, &fd, &got) < 0)
@@ -417,8 +417,8 @@ crash_key(unsigned seed, size_t len)
 	uint8_t *buf = malloc(len);
 
 	ck_assert_ptr_nonnull(buf);
-	dbtest_payload(buf, len, seed);
-	dbtest_sha256(buf, len, NULL, crash_hex);
+	tdata_fill(buf, len, seed);
+	tdata_sha256(buf, len, NULL, crash_hex);
 	free(buf);
 }
 
@@ -443,7 +443,7 @@ child_commit(void)
 	uint8_t buf[4000];
 
 	dbtest_open(&t, 0);
-	dbtest_payload(buf, sizeof(buf), 51);
+	tdata_fill(buf, sizeof(buf), 51);
 	dbtest_add(t.s, buf, sizeof(buf), crash_hex);
 	/* Dies before closing: the WAL is not checkpointed. */
 }
@@ -519,5 +519,5 @@ reconcile_suite(void)
 int
 main(void)
 {
-	return dbtest_run(reconcile_suite());
+	return ck_main(reconcile_suite());
 }

@@ -51,7 +51,7 @@ START_TEST(commit_verify_serve)
 	int fd = -1;
 
 	dbtest_open(&t, 0);
-	dbtest_payload(buf, sizeof(buf), 1);
+	tdata_fill(buf, sizeof(buf), 1);
 	dbtest_add(t.s, buf, sizeof(buf), hex);
 
 	ck_assert_int_eq(store_artifact_get(t.s, hex, &a), 0);
@@ -103,13 +103,13 @@ START_TEST(wrong_digest_refused)
 	int fd, bfd;
 
 	dbtest_open(&t, 0);
-	dbtest_payload(buf, sizeof(buf), 2);
-	dbtest_sha256(buf, sizeof(buf), digest, hex);
+	tdata_fill(buf, sizeof(buf), 2);
+	tdata_sha256(buf, sizeof(buf), digest, hex);
 	dbtest_meta(&m, hex, sizeof(buf));
 	ck_assert_int_eq(store_partial_open(t.s, &m, &fd, &present), 0);
 	buf[100] ^= 1; /* the bytes that arrived are not the artifact's */
 	ck_assert_int_eq(pwrite(fd, buf, sizeof(buf), 0), (ssize_t)sizeof(buf));
-	dbtest_sha256(buf, sizeof(buf), digest, NULL);
+	tdata_sha256(buf, sizeof(buf), digest, NULL);
 	ck_assert_int_eq(store_commit(t.s, hex, fd, digest), -EBADMSG);
 	ck_assert_ptr_nonnull(strstr(store_errmsg(t.s), hex));
 
@@ -133,8 +133,8 @@ START_TEST(wrong_size_refused)
 	int fd;
 
 	dbtest_open(&t, 0);
-	dbtest_payload(buf, sizeof(buf), 3);
-	dbtest_sha256(buf, sizeof(buf), digest, hex);
+	tdata_fill(buf, sizeof(buf), 3);
+	tdata_sha256(buf, sizeof(buf), digest, hex);
 	dbtest_meta(&m, hex, sizeof(buf));
 	ck_assert_int_eq(store_partial_open(t.s, &m, &fd, &present), 0);
 	ck_assert_int_eq(pwrite(fd, buf, 2000, 0), 2000); /* truncated body */
@@ -254,8 +254,8 @@ START_TEST(pins_block_eviction)
 	ck_assert_int_eq(store_pin(t.s, h[3]), 0);
 
 	/* Everything is pinned: a new download does not fit. */
-	dbtest_payload(buf, sizeof(buf), 24);
-	dbtest_sha256(buf, sizeof(buf), NULL, h[4]);
+	tdata_fill(buf, sizeof(buf), 24);
+	tdata_sha256(buf, sizeof(buf), NULL, h[4]);
 	dbtest_meta(&m, h[4], sizeof(buf));
 	ck_assert_int_eq(store_partial_open(t.s, &m, &fd, &present_bytes), -ENOSPC);
 	ck_assert_ptr_nonnull(strstr(store_errmsg(t.s), "cache_max"));
@@ -344,8 +344,8 @@ START_TEST(discard)
 	ck_assert_int_eq(store_discard(t.s, h), -ENOENT);
 
 	/* A partial held by a download is pinned; once closed it can be discarded. */
-	dbtest_payload(buf, sizeof(buf), 51);
-	dbtest_sha256(buf, sizeof(buf), NULL, p);
+	tdata_fill(buf, sizeof(buf), 51);
+	tdata_sha256(buf, sizeof(buf), NULL, p);
 	dbtest_meta(&m, p, sizeof(buf));
 	ck_assert_int_eq(store_partial_open(t.s, &m, &fd, &present_bytes), 0);
 	ck_assert_int_eq(pwrite(fd, buf, 100, 0), 100);
@@ -387,8 +387,8 @@ START_TEST(partial_resume_bookkeeping)
 	int fd, fd2;
 
 	dbtest_open(&t, 0);
-	dbtest_payload(buf, sizeof(buf), 60);
-	dbtest_sha256(buf, sizeof(buf), digest, h);
+	tdata_fill(buf, sizeof(buf), 60);
+	tdata_sha256(buf, sizeof(buf), digest, h);
 	dbtest_meta(&m, h, sizeof(buf));
 	m.md5 = "0123456789ABCDEF0123456789abcdef";
 	m.is_delta = true;
@@ -465,8 +465,8 @@ START_TEST(commit_needs_its_own_fd)
 	int fd, other;
 
 	dbtest_open(&t, 0);
-	dbtest_payload(buf, sizeof(buf), 70);
-	dbtest_sha256(buf, sizeof(buf), digest, h);
+	tdata_fill(buf, sizeof(buf), 70);
+	tdata_sha256(buf, sizeof(buf), digest, h);
 	dbtest_meta(&m, h, sizeof(buf));
 	ck_assert_int_eq(store_partial_open(t.s, &m, &fd, &got), 0);
 	ck_assert_int_eq(pwrite(fd, buf, sizeof(buf), 0), (ssize_t)sizeof(buf));
@@ -494,8 +494,8 @@ START_TEST(partial_vanished_before_commit)
 	int fd;
 
 	dbtest_open(&t, 0);
-	dbtest_payload(buf, sizeof(buf), 71);
-	dbtest_sha256(buf, sizeof(buf), digest, h);
+	tdata_fill(buf, sizeof(buf), 71);
+	tdata_sha256(buf, sizeof(buf), digest, h);
 	dbtest_meta(&m, h, sizeof(buf));
 	ck_assert_int_eq(store_partial_open(t.s, &m, &fd, &got), 0);
 	ck_assert_int_eq(pwrite(fd, buf, sizeof(buf), 0), (ssize_t)sizeof(buf));
@@ -638,5 +638,5 @@ store_suite(void)
 int
 main(void)
 {
-	return dbtest_run(store_suite());
+	return ck_main(store_suite());
 }

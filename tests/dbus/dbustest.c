@@ -9,9 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 bool
@@ -23,7 +21,7 @@ dbt_root(void)
 static void
 dbt_bus_config(struct dbt_bus *b)
 {
-	char *conf = e2e_path(b->dir, "bus.conf"), *text = NULL;
+	char *conf = tdir_join(b->dir, "bus.conf"), *text = NULL;
 	const char *policy = getenv("OTAGW_POLICY");
 
 	if (b->system) {
@@ -88,7 +86,7 @@ dbt_bus_config(struct dbt_bus *b)
 				     b->dir),
 		    0);
 	}
-	e2e_write(conf, 0644, text, 0);
+	tfile_write_str(conf, 0644, text);
 	free(text);
 	free(conf);
 }
@@ -96,8 +94,8 @@ dbt_bus_config(struct dbt_bus *b)
 static void
 dbt_bus_spawn(struct dbt_bus *b)
 {
-	char *conf = e2e_path(b->dir, "bus.conf"), *log = e2e_path(b->dir, "dbus-daemon.log");
-	char *sock = e2e_path(b->dir, "bus"), arg[600], mark[64];
+	char *conf = tdir_join(b->dir, "bus.conf"), *log = tdir_join(b->dir, "dbus-daemon.log");
+	char *sock = tdir_join(b->dir, "bus"), arg[600], mark[64];
 	char *argv[] = {
 	    "dbus-daemon", arg, "--nofork", "--nopidfile", "--nosyslog", "--print-address", NULL};
 	size_t at = 0;
@@ -112,10 +110,10 @@ dbt_bus_spawn(struct dbt_bus *b)
 	fputs(mark, f);
 	fclose(f);
 	argv[0] = "/usr/bin/dbus-daemon";
-	e2e_spawn(&b->proc, "dbus-daemon", argv, log, NULL);
-	ck_assert_msg(e2e_wait_log(&b->proc, mark, &at, E2E_TIMEOUT_MS), "dbus-daemon: no log");
-	ck_assert_msg(
-	    e2e_wait_log(&b->proc, "unix:path=", &at, E2E_TIMEOUT_MS), "dbus-daemon did not start");
+	tproc_spawn_log(&b->proc, "dbus-daemon", argv, log, NULL);
+	ck_assert_msg(tproc_wait_out(&b->proc, mark, &at, E2E_TIMEOUT_MS), "dbus-daemon: no log");
+	ck_assert_msg(tproc_wait_out(&b->proc, "unix:path=", &at, E2E_TIMEOUT_MS),
+	    "dbus-daemon did not start");
 	free(conf);
 	free(log);
 	free(sock);
@@ -152,8 +150,8 @@ dbt_bus_start_system(struct dbt_bus *b, const char *dir, bool root_may_own)
 void
 dbt_bus_kill(struct dbt_bus *b)
 {
-	e2e_stop(&b->proc, SIGKILL, E2E_TIMEOUT_MS);
-	e2e_proc_free(&b->proc);
+	tproc_stop(&b->proc, SIGKILL, E2E_TIMEOUT_MS);
+	tproc_free(&b->proc);
 }
 
 void
@@ -166,49 +164,21 @@ void
 dbt_bus_free(struct dbt_bus *b)
 {
 	if (b->proc.pid > 0)
-		e2e_stop(&b->proc, SIGTERM, E2E_TIMEOUT_MS);
-	e2e_proc_free(&b->proc);
+		tproc_stop(&b->proc, SIGTERM, E2E_TIMEOUT_MS);
+	tproc_free(&b->proc);
 	free(b->dir);
 	memset(b, 0, sizeof(*b));
 }
 
 /* --- commands --- */
 
-static char *
-dbt_slurp(int fd)
-{
-	size_t len = 0, max = 4096;
-	char *buf = malloc(max);
-	ssize_t n;
-
-	ck_assert_ptr_nonnull(buf);
-	lseek(fd, 0, SEEK_SET);
-	while ((n = read(fd, buf + len, max - len - 1)) > 0) {
-		len += (size_t)n;
-		if (max - len < 2) {
-			char *bigger = realloc(buf, max * 2);
-
-			ck_assert_ptr_nonnull(bigger);
-			buf = bigger;
-			max *= 2;
-		}
-	}
-	buf[len] = '\0';
-	return buf;
-}
-
 void
 dbt_run(struct dbt_out *o, const char *user, const char *const *argv)
 {
 	const char *run_as = getenv("OTAGW_RUN_AS");
-	const char *tmp =
-	    getenv("TMPDIR") != NULL && getenv("TMPDIR")[0] != '\0' ? getenv("TMPDIR") : "/tmp";
-	char out_tmpl[600], err_tmpl[600];
 	const char *full[64];
-	uint64_t end = e2e_now_ms() + E2E_TIMEOUT_MS;
+	struct tproc p;
 	size_t n = 0, i;
-	int out, err, st = 0;
-	pid_t pid, parent = getpid();
 
 	memset(o, 0, sizeof(*o));
 	if (user != NULL) {
@@ -221,42 +191,12 @@ dbt_run(struct dbt_out *o, const char *user, const char *const *argv)
 	for (i = 0; argv[i] != NULL && n < 63; i++)
 		full[n++] = argv[i];
 	full[n] = NULL;
-	snprintf(out_tmpl, sizeof(out_tmpl), "%s/otagw-dbt-out-XXXXXX", tmp);
-	snprintf(err_tmpl, sizeof(err_tmpl), "%s/otagw-dbt-err-XXXXXX", tmp);
-	out = mkstemp(out_tmpl);
-	err = mkstemp(err_tmpl);
-	ck_assert(out >= 0 && err >= 0);
-	unlink(out_tmpl);
-	unlink(err_tmpl);
-	fflush(NULL);
-	pid = fork();
-	ck_assert_int_ge(pid, 0);
-	if (pid == 0) {
-		int null = open("/dev/null", O_RDONLY);
-
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		if (getppid() != parent)
-			_exit(127);
-		dup2(null, 0);
-		dup2(out, 1);
-		dup2(err, 2);
-		execvp(full[0], (char *const *)full);
-		fprintf(stderr, "exec %s: %s\n", full[0], strerror(errno));
-		_exit(127);
-	}
-	while (waitpid(pid, &st, WNOHANG) == 0) {
-		if (e2e_now_ms() > end) {
-			kill(pid, SIGKILL);
-			waitpid(pid, &st, 0);
-			break;
-		}
-		e2e_sleep_ms(5);
-	}
-	o->status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-	o->out = dbt_slurp(out);
-	o->err = dbt_slurp(err);
-	close(out);
-	close(err);
+	o->status = tproc_run(&p, (char *const *)full, NULL, E2E_TIMEOUT_MS);
+	/* the output is the caller's now */
+	o->out = p.out;
+	o->err = p.err;
+	p.out = p.err = NULL;
+	tproc_free(&p);
 }
 
 void
@@ -273,7 +213,7 @@ dbt_ctl(struct dbt_out *o, const struct dbt_bus *b, const char *user, const char
 	const char *argv[32];
 	size_t n = 0, i;
 
-	argv[n++] = e2e_prog("OTAGWCTL");
+	argv[n++] = tproc_prog("OTAGWCTL");
 	argv[n++] = b->system ? "--system" : "--user";
 	for (i = 0; args[i] != NULL && n < 31; i++)
 		argv[n++] = args[i];
@@ -374,10 +314,63 @@ dbt_get_u64(sd_bus *bus, const char *path, const char *iface, const char *prop)
 	return type == 'u' ? u : v;
 }
 
+/* Whether the connection of pid has a match rule containing needle. */
+static bool
+dbt_has_rule(sd_bus *bus, pid_t pid, const char *needle)
+{
+	sd_bus_message *reply = NULL, *r2 = NULL;
+	const char *name, *rule;
+	bool found = false;
+	uint32_t who;
+
+	if (sd_bus_call_method(bus, "org.freedesktop.DBus", "/org/freedesktop/DBus",
+		"org.freedesktop.DBus.Debug.Stats", "GetAllMatchRules", NULL, &reply, NULL) < 0)
+		return false;
+	if (sd_bus_message_enter_container(reply, 'a', "{sas}") <= 0)
+		goto out;
+	while (!found && sd_bus_message_enter_container(reply, 'e', "sas") > 0) {
+		if (sd_bus_message_read(reply, "s", &name) < 0)
+			break;
+		who = 0;
+		if (sd_bus_call_method(bus, "org.freedesktop.DBus", "/org/freedesktop/DBus",
+			"org.freedesktop.DBus", "GetConnectionUnixProcessID", NULL, &r2, "s",
+			name) >= 0)
+			(void)sd_bus_message_read(r2, "u", &who);
+		r2 = sd_bus_message_unref(r2);
+		if (who == (uint32_t)pid) {
+			if (sd_bus_message_enter_container(reply, 'a', "s") <= 0)
+				break;
+			while (sd_bus_message_read(reply, "s", &rule) > 0)
+				if (strstr(rule, needle) != NULL)
+					found = true;
+			sd_bus_message_exit_container(reply);
+		} else if (sd_bus_message_skip(reply, "as") < 0) {
+			break;
+		}
+		sd_bus_message_exit_container(reply);
+	}
+out:
+	sd_bus_message_unref(reply);
+	return found;
+}
+
+bool
+dbt_wait_subscribed(sd_bus *bus, pid_t pid, const char *rule, unsigned timeout_ms)
+{
+	uint64_t end = tclock_ms() + timeout_ms;
+
+	while (!dbt_has_rule(bus, pid, rule)) {
+		if (tclock_ms() > end)
+			return false;
+		tclock_sleep_ms(20);
+	}
+	return true;
+}
+
 bool
 dbt_wait_name(sd_bus *bus, bool owned, unsigned timeout_ms)
 {
-	uint64_t end = e2e_now_ms() + timeout_ms;
+	uint64_t end = tclock_ms() + timeout_ms;
 	sd_bus_message *reply = NULL;
 	int has = 0, r;
 
@@ -389,9 +382,9 @@ dbt_wait_name(sd_bus *bus, bool owned, unsigned timeout_ms)
 			return true;
 		}
 		reply = sd_bus_message_unref(reply);
-		if (e2e_now_ms() > end)
+		if (tclock_ms() > end)
 			return false;
-		e2e_sleep_ms(50);
+		tclock_sleep_ms(50);
 	}
 }
 
@@ -399,7 +392,7 @@ void
 dbt_wait_str(struct world *w, sd_bus *bus, const char *path, const char *iface, const char *prop,
     const char *want)
 {
-	uint64_t end = e2e_now_ms() + E2E_TIMEOUT_MS;
+	uint64_t end = tclock_ms() + E2E_TIMEOUT_MS;
 	char msg[512], *s = NULL;
 
 	for (;;) {
@@ -408,7 +401,7 @@ dbt_wait_str(struct world *w, sd_bus *bus, const char *path, const char *iface, 
 			free(s);
 			return;
 		}
-		if (e2e_now_ms() > end) {
+		if (tclock_ms() > end) {
 			snprintf(msg, sizeof(msg), "%s %s is '%s', not '%s'", path, prop,
 			    s != NULL ? s : "(unreadable)", want);
 			free(s);
@@ -416,7 +409,7 @@ dbt_wait_str(struct world *w, sd_bus *bus, const char *path, const char *iface, 
 		}
 		free(s);
 		s = NULL;
-		e2e_sleep_ms(20);
+		tclock_sleep_ms(20);
 	}
 }
 

@@ -23,7 +23,7 @@
 #define DBT_LINK "io.otagw.Link1"
 
 struct dbt_bus {
-	struct e2e_proc proc;
+	struct tproc proc;
 	char *dir;         /* where its socket and configuration live */
 	char address[600]; /* unix:path=DIR/bus */
 	bool system;       /* configured like the system bus, with the real policy */
@@ -80,6 +80,12 @@ sd_bus_message *dbt_call(sd_bus *bus, sd_bus_error *err, const char *member, con
 /* Reads a string / uint64 property, failing the test if it cannot. */
 char *dbt_get_str(sd_bus *bus, const char *path, const char *iface, const char *prop);
 uint64_t dbt_get_u64(sd_bus *bus, const char *path, const char *iface, const char *prop);
+
+/* Waits until the bus connection of process pid has a match rule containing rule (from the
+ * bus's Debug.Stats interface): a client that subscribes and then reads the objects, as
+ * otagwctl watch does, is ready for signals once its last rule is in place. False on
+ * timeout. */
+bool dbt_wait_subscribed(sd_bus *bus, pid_t pid, const char *rule, unsigned timeout_ms);
 
 /* Waits until io.otagw has an owner (true) or none (false); false on timeout. */
 bool dbt_wait_name(sd_bus *bus, bool owned, unsigned timeout_ms);

@@ -12,20 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ck.h"
 #include "dbustest.h"
-
-static void
-device_once(struct world *w, const char *serial)
-{
-	char *sock = e2e_path(w->dir, "sim.sock");
-	const char *args[] = {"--unix", sock, "--serial", serial, "--once", NULL};
-	struct e2e_proc p = {0};
-
-	world_devsim(w, &p, "dev", args);
-	world_devsim_exit(w, &p, 0);
-	e2e_proc_free(&p);
-	free(sock);
-}
 
 static void
 expect_ctl(const struct dbt_bus *b, const char *user, int status, const char *text,
@@ -60,8 +48,7 @@ expect_busctl(const struct dbt_bus *b, const char *user, bool ok, const char *co
 
 START_TEST(test_system_policy)
 {
-	static const char links[] =
-	    "[unix \"sim\"]\nlisten = @DIR@/sim.sock\n[dbus]\nbus = system\n";
+	static const char links[] = WORLD_UNIX_LINK "[dbus]\nbus = system\n";
 	const char *denied = "access denied: only root and members of group otagw may";
 	struct world w;
 	struct dbt_bus b;
@@ -72,11 +59,9 @@ START_TEST(test_system_policy)
 	}
 	world_init(&w, "dbus-policy", 16 * 1024 + 3);
 	dbt_bus_start(&b, w.dir, true);
-	world_mock(&w, NULL);
-	world_config(&w, "", links, NULL);
-	world_gw_start(&w);
-	ck_assert_uint_eq(e2e_count(w.gw_log, "Serving io.otagw on the system bus"), 1);
-	device_once(&w, "GW-1");
+	world_serve(&w, NULL, "", links);
+	ck_assert_uint_eq(tfile_count(w.gw_log, "Serving io.otagw on the system bus"), 1);
+	world_device_once(&w, "dev", "GW-1", NULL);
 
 	/* anyone may read */
 	expect_busctl(&b, "nobody", true,
@@ -108,7 +93,7 @@ START_TEST(test_system_policy)
 	expect_ctl(&b, "nobody", 4, "may abort updates", (const char *[]){"abort", "GW-1", NULL});
 	expect_ctl(
 	    &b, "nobody", 4, "may purge the cache", (const char *[]){"cache", "purge", NULL});
-	ck_assert_uint_eq(e2e_count(w.gw_log, "requested by uid 65534"), 0);
+	ck_assert_uint_eq(tfile_count(w.gw_log, "requested by uid 65534"), 0);
 
 	/* root may */
 	expect_ctl(&b, NULL, 0, "Freed 16.0 KiB", (const char *[]){"cache", "purge", NULL});
@@ -133,14 +118,11 @@ START_TEST(test_otagwd_checks)
 	}
 	/* nobody is not in group daemon */
 	snprintf(links, sizeof(links),
-	    "[unix \"sim\"]\nlisten = @DIR@/sim.sock\n[dbus]\nbus = session\ncontrol_group = %s\n",
-	    "daemon");
+	    WORLD_UNIX_LINK "[dbus]\nbus = session\ncontrol_group = %s\n", "daemon");
 	world_init(&w, "dbus-checks", 8 * 1024);
 	dbt_bus_start(&b, w.dir, false); /* anyone may send anything */
-	world_mock(&w, NULL);
-	world_config(&w, "", links, NULL);
-	world_gw_start(&w);
-	device_once(&w, "GW-2");
+	world_serve(&w, NULL, "", links);
+	world_device_once(&w, "dev", "GW-2", NULL);
 
 	expect_ctl(&b, "nobody", 4,
 	    "access denied: only root and members of group daemon may abort",
@@ -152,13 +134,12 @@ START_TEST(test_otagwd_checks)
 		"org.freedesktop.LogControl1", "LogLevel", "s", "debug", NULL});
 	world_gw_wait(&w, "Refused to call PurgeCache for uid 65534 (nobody): not root, uid 0 or a "
 			  "member of group 'daemon'");
-	ck_assert_uint_eq(e2e_count(w.gw_log, "PurgeCache requested"), 0);
+	ck_assert_uint_eq(tfile_count(w.gw_log, "PurgeCache requested"), 0);
 	expect_ctl(&b, "nobody", 0, "GW-2", (const char *[]){"devices", NULL});
 
 	/* nobody's own group (nogroup, from the bus's UnixGroupIDs) admits it after a reload */
 	snprintf(links, sizeof(links),
-	    "[unix \"sim\"]\nlisten = @DIR@/sim.sock\n[dbus]\nbus = session\ncontrol_group = %s\n",
-	    "nogroup");
+	    WORLD_UNIX_LINK "[dbus]\nbus = session\ncontrol_group = %s\n", "nogroup");
 	world_config(&w, "", links, NULL);
 	ck_assert_int_eq(kill(w.gwd.pid, SIGHUP), 0);
 	world_gw_wait(&w, "Reloaded configuration from");
@@ -175,8 +156,7 @@ END_TEST
 
 START_TEST(test_policy_refuses_owner)
 {
-	static const char links[] =
-	    "[unix \"sim\"]\nlisten = @DIR@/sim.sock\n[dbus]\nbus = system\n";
+	static const char links[] = WORLD_UNIX_LINK "[dbus]\nbus = system\n";
 	struct world w;
 	struct dbt_bus b;
 	sd_bus *bus;
@@ -188,13 +168,12 @@ START_TEST(test_policy_refuses_owner)
 	/* io.otagw.conf alone: root may not own the name; otagwd says so, and serves devices */
 	world_init(&w, "dbus-owner", 4096);
 	dbt_bus_start_system(&b, w.dir, false);
-	world_mock(&w, NULL);
-	world_config(&w, "", links, NULL);
-	world_gw_start(&w);
-	ck_assert_uint_eq(e2e_count(w.gw_log, "The D-Bus policy does not let uid 0 own io.otagw on "
-					      "the system bus"),
+	world_serve(&w, NULL, "", links);
+	ck_assert_uint_eq(
+	    tfile_count(w.gw_log, "The D-Bus policy does not let uid 0 own io.otagw on "
+				  "the system bus"),
 	    1);
-	device_once(&w, "GW-3");
+	world_device_once(&w, "dev", "GW-3", NULL);
 	ck_assert(world_installed(&w, "dev", "GW-3"));
 	bus = dbt_connect(&b);
 	ck_assert(dbt_wait_name(bus, false, 1000));
@@ -222,11 +201,5 @@ suite(void)
 int
 main(void)
 {
-	SRunner *sr = srunner_create(suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return ck_main(suite());
 }

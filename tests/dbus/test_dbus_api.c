@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ck.h"
 #include "dbustest.h"
 #include "history.h"
 
@@ -20,30 +21,14 @@ static char links[512];
 static void
 start(struct world *w, struct dbt_bus *b, const char *tag, size_t size, uint16_t *port)
 {
-	*port = e2e_free_port();
+	*port = tnet_free_port();
 	snprintf(links, sizeof(links),
-	    "[unix \"sim\"]\nlisten = @DIR@/sim.sock\n[tcp \"lab-1.a\"]\nlisten = 127.0.0.1:%u\n"
-	    "[dbus]\nbus = session\n",
+	    WORLD_UNIX_LINK "[tcp \"lab-1.a\"]\nlisten = 127.0.0.1:%u\n"
+			    "[dbus]\nbus = session\n",
 	    *port);
 	world_init(w, tag, size);
 	dbt_bus_start(b, w->dir, false);
-	world_mock(w, NULL);
-	world_config(w, "", links, NULL);
-	world_gw_start(w);
-}
-
-/* Runs a devsim on the unix link to its end (--once) with extra arguments. */
-static void
-device_once(struct world *w, const char *name, const char *serial)
-{
-	char *sock = e2e_path(w->dir, "sim.sock");
-	const char *args[] = {"--unix", sock, "--serial", serial, "--once", NULL};
-	struct e2e_proc p = {0};
-
-	world_devsim(w, &p, name, args);
-	world_devsim_exit(w, &p, 0);
-	e2e_proc_free(&p);
-	free(sock);
+	world_serve(w, NULL, "", links);
 }
 
 /* busctl's JSON for a call: {"type": ..., "data": [...]}; returns data[0]. */
@@ -72,15 +57,15 @@ prop(json_t *props, const char *name)
 static void
 wait_disconnected(struct world *w, sd_bus *bus, const char *path)
 {
-	uint64_t end = e2e_now_ms() + E2E_TIMEOUT_MS;
+	uint64_t end = tclock_ms() + E2E_TIMEOUT_MS;
 	int connected = 1;
 
 	while (sd_bus_get_property_trivial(
 		   bus, DBT_NAME, path, DBT_DEV, "Connected", NULL, 'b', &connected) >= 0 &&
 	       connected) {
-		if (e2e_now_ms() > end)
+		if (tclock_ms() > end)
 			world_fail(w, "the device stayed connected");
-		e2e_sleep_ms(20);
+		tclock_sleep_ms(20);
 	}
 }
 
@@ -132,8 +117,8 @@ START_TEST(test_objects)
 	dbt_out_free(&o);
 
 	/* two devices update; their objects appear, at the documented paths */
-	device_once(&w, "a", "GW-0042_a");
-	device_once(&w, "b", "8423");
+	world_device_once(&w, "a", "GW-0042_a", NULL);
+	world_device_once(&w, "b", "8423", NULL);
 	dbt_busctl(&o, &b, NULL,
 	    (const char *[]){
 		"call", DBT_NAME, DBT_PATH, DBT_MGR, "GetDevice", "s", "GW-0042_a", NULL});
@@ -267,10 +252,10 @@ START_TEST(test_methods)
 	static const char args_fmt[] = "--unix";
 	struct world w;
 	struct dbt_bus b;
-	struct e2e_proc dev = {0};
+	struct tproc dev = {0};
 	sd_bus_error e = SD_BUS_ERROR_NULL;
 	sd_bus_message *reply;
-	char long_serial[101], *sock, *path, *s;
+	char long_serial[101], *path, *s;
 	const char *args[] = {
 	    args_fmt, NULL, "--serial", "GW-7", "--write-us-per-kib", "20000", NULL};
 	uint64_t freed = 0;
@@ -311,8 +296,7 @@ START_TEST(test_methods)
 	reply = sd_bus_message_unref(reply);
 
 	/* a device in the middle of its transfer */
-	sock = e2e_path(w.dir, "sim.sock");
-	args[1] = sock;
+	args[1] = w.sock;
 	world_devsim(&w, &dev, "dev", args);
 	path = dbt_device_path("GW-7");
 	dbt_wait_str(&w, bus, path, DBT_DEV, "State", "transferring");
@@ -335,9 +319,9 @@ START_TEST(test_methods)
 	expect_ok(bus, "CheckNow", "s", "GW-7");
 	world_gw_wait(&w, "GW-7: CheckNow requested by uid 0 (root)");
 	dbt_wait_str(&w, bus, path, DBT_DEV, "State", "installed");
-	ck_assert(e2e_running(&dev));
-	e2e_stop(&dev, SIGTERM, E2E_TIMEOUT_MS);
-	e2e_proc_free(&dev);
+	ck_assert(tproc_running(&dev));
+	tproc_stop(&dev, SIGTERM, E2E_TIMEOUT_MS);
+	tproc_free(&dev);
 	wait_disconnected(&w, bus, path);
 	expect_error(bus, "io.otagw.Error.NotConnected", "GW-7 is not connected", "CheckNow", "s",
 	    "GW-7", 0);
@@ -390,9 +374,8 @@ START_TEST(test_methods)
 	ck_assert_int_eq(kill(w.gwd.pid, SIGHUP), 0);
 	world_gw_wait(&w, "Reloaded configuration from");
 
-	ck_assert(e2e_running(&w.gwd));
+	ck_assert(tproc_running(&w.gwd));
 	free(path);
-	free(sock);
 	sd_bus_flush_close_unref(bus);
 	ck_assert_int_eq(world_gw_stop(&w), 0);
 	world_free(&w);
@@ -416,11 +399,5 @@ suite(void)
 int
 main(void)
 {
-	SRunner *sr = srunner_create(suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return ck_main(suite());
 }

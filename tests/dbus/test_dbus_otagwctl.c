@@ -17,33 +17,34 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "ck.h"
 #include "dbustest.h"
 
-static const char links[] = "[unix \"sim\"]\nlisten = @DIR@/sim.sock\n[dbus]\nbus = session\n";
+/* In the match rule otagwctl watch adds last (on io.otagw's owner), before it reads the
+ * objects; the bus may reorder the keys of a rule. */
+#define WATCH_LAST_RULE "arg0='io.otagw'"
+
+static const char links[] = WORLD_UNIX_LINK "[dbus]\nbus = session\n";
 
 static void
 start(struct world *w, struct dbt_bus *b, const char *tag, size_t size)
 {
 	world_init(w, tag, size);
 	dbt_bus_start(b, w->dir, false);
-	world_mock(w, NULL);
-	world_config(w, "", links, NULL);
-	world_gw_start(w);
+	world_serve(w, NULL, "", links);
 }
 
 /* Starts a devsim on the link; args are added to --unix and --serial. */
 static void
-devsim(struct world *w, struct e2e_proc *p, const char *serial, const char *const *extra)
+devsim(struct world *w, struct tproc *p, const char *serial, const char *const *extra)
 {
-	char *sock = e2e_path(w->dir, "sim.sock");
-	const char *args[16] = {"--unix", sock, "--serial", serial};
+	const char *args[16] = {"--unix", w->sock, "--serial", serial};
 	size_t n = 4, i;
 
 	for (i = 0; extra != NULL && extra[i] != NULL && n < 15; i++)
 		args[n++] = extra[i];
 	args[n] = NULL;
 	world_devsim(w, p, serial, args);
-	free(sock);
 }
 
 static void
@@ -97,8 +98,8 @@ START_TEST(test_absent_and_usage)
 	struct world w;
 	struct dbt_bus b;
 	struct dbt_out o;
-	struct e2e_proc watch = {0};
-	char *argv[] = {(char *)e2e_prog("OTAGWCTL"), "--user", "watch", NULL}, *log;
+	struct tproc watch = {0};
+	char *argv[] = {(char *)tproc_prog("OTAGWCTL"), "--user", "watch", NULL}, *log;
 	char addr[600];
 	size_t i, at = 0;
 
@@ -137,17 +138,15 @@ START_TEST(test_absent_and_usage)
 	dbt_ctl(&o, &b, NULL, (const char *[]){"check", "GW-1", NULL});
 	ck_assert_int_eq(o.status, 3);
 	dbt_out_free(&o);
-	log = e2e_path(w.dir, "watch.log");
-	e2e_spawn(&watch, "watch", argv, log, NULL);
+	log = tdir_join(w.dir, "watch.log");
+	tproc_spawn_log(&watch, "watch", argv, log, NULL);
 	ck_assert(
-	    e2e_wait_log(&watch, "otagwd is not running; waiting for it", &at, E2E_TIMEOUT_MS));
-	world_mock(&w, NULL);
-	world_config(&w, "", links, NULL);
-	world_gw_start(&w);
-	ck_assert_msg(e2e_wait_log(&watch, " otagwd running", &at, E2E_TIMEOUT_MS),
+	    tproc_wait_out(&watch, "otagwd is not running; waiting for it", &at, E2E_TIMEOUT_MS));
+	world_serve(&w, NULL, "", links);
+	ck_assert_msg(tproc_wait_out(&watch, " otagwd running", &at, E2E_TIMEOUT_MS),
 	    "watch did not see otagwd come");
-	ck_assert_int_eq(e2e_stop(&watch, SIGINT, E2E_TIMEOUT_MS), 0);
-	e2e_proc_free(&watch);
+	ck_assert_int_eq(tproc_stop(&watch, SIGINT, E2E_TIMEOUT_MS), 0);
+	tproc_free(&watch);
 	free(log);
 
 	ck_assert_int_eq(world_gw_stop(&w), 0);
@@ -191,7 +190,7 @@ START_TEST(test_commands)
 	struct world w;
 	struct dbt_bus b;
 	struct dbt_out o;
-	struct e2e_proc a = {0}, c = {0}, slow = {0};
+	struct tproc a = {0}, c = {0}, slow = {0};
 	json_t *j, *d;
 	sd_bus *bus;
 	size_t i;
@@ -200,7 +199,7 @@ START_TEST(test_commands)
 	bus = dbt_connect(&b);
 	devsim(&w, &a, "GW-0042", (const char *[]){"--once", NULL});
 	world_devsim_exit(&w, &a, 0);
-	e2e_proc_free(&a);
+	tproc_free(&a);
 	devsim(&w, &c, "GW-0043", NULL); /* stays connected */
 	dbt_wait_str(&w, bus, "/io/otagw/device/GW_2d0043", DBT_DEV, "State", "installed");
 
@@ -301,8 +300,8 @@ START_TEST(test_commands)
 	    json_string_value(json_object_get(j, "LastReason")), "Aborted by uid 0 (root)");
 	json_decref(j);
 	dbt_out_free(&o);
-	e2e_stop(&slow, SIGTERM, E2E_TIMEOUT_MS);
-	e2e_proc_free(&slow);
+	tproc_stop(&slow, SIGTERM, E2E_TIMEOUT_MS);
+	tproc_free(&slow);
 
 	/* history */
 	ctl(&o, &b, 0, (const char *[]){"history", NULL});
@@ -356,8 +355,8 @@ START_TEST(test_commands)
 	ck_assert_str_eq(o.out, "Freed 0 B\n");
 	dbt_out_free(&o);
 
-	e2e_stop(&c, SIGTERM, E2E_TIMEOUT_MS);
-	e2e_proc_free(&c);
+	tproc_stop(&c, SIGTERM, E2E_TIMEOUT_MS);
+	tproc_free(&c);
 	sd_bus_flush_close_unref(bus);
 	ck_assert_int_eq(world_gw_stop(&w), 0);
 	world_free(&w);
@@ -369,10 +368,10 @@ START_TEST(test_watch_plain)
 {
 	struct world w;
 	struct dbt_bus b;
-	struct e2e_proc dev = {0}, plain = {0}, js = {0}, idle = {0};
-	char *pargv[] = {(char *)e2e_prog("OTAGWCTL"), "--user", "watch", NULL};
-	char *jargv[] = {(char *)e2e_prog("OTAGWCTL"), "--json", "watch", "--user", NULL};
-	char *iargv[] = {(char *)e2e_prog("OTAGWCTL"), "watch", "--until-idle", "--user", NULL};
+	struct tproc dev = {0}, plain = {0}, js = {0}, idle = {0};
+	char *pargv[] = {(char *)tproc_prog("OTAGWCTL"), "--user", "watch", NULL};
+	char *jargv[] = {(char *)tproc_prog("OTAGWCTL"), "--json", "watch", "--user", NULL};
+	char *iargv[] = {(char *)tproc_prog("OTAGWCTL"), "watch", "--until-idle", "--user", NULL};
 	char *plog, *jlog, *ilog, *text, *line, *save = NULL;
 	size_t at = 0, n = 0;
 	bool added = false, changed = false;
@@ -380,26 +379,27 @@ START_TEST(test_watch_plain)
 
 	start(&w, &b, "ctl-watch", 200 * 1024 + 3);
 	bus = dbt_connect(&b);
-	plog = e2e_path(w.dir, "watch-plain.out");
-	jlog = e2e_path(w.dir, "watch-json.out");
-	ilog = e2e_path(w.dir, "watch-idle.out");
-	e2e_spawn(&plain, "watch", pargv, plog, NULL);
-	e2e_spawn(&js, "watch-json", jargv, jlog, NULL);
-	/* both have read the objects once they print otagwd's state... plain prints nothing
-	 * until something happens, so give them a moment by waiting for the JSON one's match */
-	e2e_sleep_ms(500);
+	plog = tdir_join(w.dir, "watch-plain.out");
+	jlog = tdir_join(w.dir, "watch-json.out");
+	ilog = tdir_join(w.dir, "watch-idle.out");
+	tproc_spawn_log(&plain, "watch", pargv, plog, NULL);
+	tproc_spawn_log(&js, "watch-json", jargv, jlog, NULL);
+	/* nothing happens before both watch: each subscribes (its last rule follows otagwd's
+	 * name), then reads the objects */
+	ck_assert(dbt_wait_subscribed(bus, plain.pid, WATCH_LAST_RULE, E2E_TIMEOUT_MS));
+	ck_assert(dbt_wait_subscribed(bus, js.pid, WATCH_LAST_RULE, E2E_TIMEOUT_MS));
 	devsim(&w, &dev, "GW-0050", (const char *[]){"--once", "--write-us-per-kib", "8000", NULL});
 	dbt_wait_str(&w, bus, "/io/otagw/device/GW_2d0050", DBT_DEV, "State", "transferring");
-	e2e_spawn(&idle, "watch-idle", iargv, ilog, NULL);
+	tproc_spawn_log(&idle, "watch-idle", iargv, ilog, NULL);
 	world_devsim_exit(&w, &dev, 0);
 	/* --until-idle ends by itself once nothing is downloading, queued, transferring or
 	 * verifying */
-	ck_assert_int_eq(e2e_wait_exit(&idle, E2E_TIMEOUT_MS), 0);
-	ck_assert(e2e_wait_log(&plain, "GW-0050 disconnected", &at, E2E_TIMEOUT_MS));
-	ck_assert_int_eq(e2e_stop(&plain, SIGINT, E2E_TIMEOUT_MS), 0);
-	ck_assert_int_eq(e2e_stop(&js, SIGTERM, E2E_TIMEOUT_MS), 0);
+	ck_assert_int_eq(tproc_wait_exit(&idle, E2E_TIMEOUT_MS), 0);
+	ck_assert(tproc_wait_out(&plain, "GW-0050 disconnected", &at, E2E_TIMEOUT_MS));
+	ck_assert_int_eq(tproc_stop(&plain, SIGINT, E2E_TIMEOUT_MS), 0);
+	ck_assert_int_eq(tproc_stop(&js, SIGTERM, E2E_TIMEOUT_MS), 0);
 
-	text = e2e_read(plog, NULL);
+	text = tfile_read(plog, NULL);
 	fprintf(stderr, "---- otagwctl watch, not a tty ----\n%s----\n", text);
 	ck_assert_ptr_null(strchr(text, '\033'));
 	ck_assert_msg(
@@ -416,7 +416,7 @@ START_TEST(test_watch_plain)
 		    "%s", line);
 	free(text);
 
-	text = e2e_read(jlog, NULL);
+	text = tfile_read(jlog, NULL);
 	for (line = strtok_r(text, "\n", &save); line != NULL; line = strtok_r(NULL, "\n", &save)) {
 		json_t *j = dbt_json(line);
 
@@ -441,10 +441,10 @@ START_TEST(test_watch_plain)
 	ck_assert_uint_gt(n, 5);
 	free(text);
 
-	e2e_proc_free(&plain);
-	e2e_proc_free(&js);
-	e2e_proc_free(&idle);
-	e2e_proc_free(&dev);
+	tproc_free(&plain);
+	tproc_free(&js);
+	tproc_free(&idle);
+	tproc_free(&dev);
 	free(plog);
 	free(jlog);
 	free(ilog);
@@ -460,10 +460,10 @@ static void
 pty_read(int fd, char **buf, size_t *len, size_t *max, unsigned ms)
 {
 	struct pollfd p = {.fd = fd, .events = POLLIN};
-	uint64_t end = e2e_now_ms() + ms;
+	uint64_t end = tclock_ms() + ms;
 	ssize_t n;
 
-	while (e2e_now_ms() < end && poll(&p, 1, 20) >= 0) {
+	while (tclock_ms() < end && poll(&p, 1, 20) >= 0) {
 		if (!(p.revents & (POLLIN | POLLHUP)))
 			continue;
 		if (*max - *len < 4096) {
@@ -504,10 +504,11 @@ START_TEST(test_watch_tty)
 	struct winsize ws = {.ws_row = 24, .ws_col = 100};
 	struct world w;
 	struct dbt_bus b;
-	struct e2e_proc dev = {0};
+	struct tproc dev = {0};
 	char *buf = NULL, *p, *last;
 	size_t len = 0, max = 0;
 	int master = -1, st = 0;
+	sd_bus *bus;
 	pid_t pid;
 
 	start(&w, &b, "ctl-tty", 300 * 1024 + 3);
@@ -515,12 +516,14 @@ START_TEST(test_watch_tty)
 	ck_assert_int_ge(pid, 0);
 	if (pid == 0) {
 		setenv("TERM", "xterm", 1);
-		execl(e2e_prog("OTAGWCTL"), "otagwctl", "--user", "watch", (char *)NULL);
+		execl(tproc_prog("OTAGWCTL"), "otagwctl", "--user", "watch", (char *)NULL);
 		_exit(127);
 	}
+	bus = dbt_connect(&b);
+	ck_assert(dbt_wait_subscribed(bus, pid, WATCH_LAST_RULE, E2E_TIMEOUT_MS));
 	pty_read(master, &buf, &len, &max, 500);
 	devsim(&w, &dev, "GW-0052", (const char *[]){"--once", "--write-us-per-kib", "8000", NULL});
-	while (e2e_running(&dev))
+	while (tproc_running(&dev))
 		pty_read(master, &buf, &len, &max, 100);
 	world_devsim_exit(&w, &dev, 0);
 	for (int i = 0; i < 100 && (buf == NULL || strstr(buf, "GW-0052: installed 2.0.0") == NULL);
@@ -582,7 +585,8 @@ START_TEST(test_watch_tty)
 	pty_print(last);
 	fprintf(stderr, "----\n");
 	free(buf);
-	e2e_proc_free(&dev);
+	tproc_free(&dev);
+	sd_bus_flush_close_unref(bus);
 	ck_assert_int_eq(world_gw_stop(&w), 0);
 	world_free(&w);
 	dbt_bus_free(&b);
@@ -607,11 +611,5 @@ suite(void)
 int
 main(void)
 {
-	SRunner *sr = srunner_create(suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return ck_main(suite());
 }

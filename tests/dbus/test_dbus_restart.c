@@ -10,22 +10,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "ck.h"
 #include "dbustest.h"
 
-static const char links[] = "[unix \"sim\"]\nlisten = @DIR@/sim.sock\n[dbus]\nbus = session\n";
-
-static void
-device_once(struct world *w, const char *name, const char *serial)
-{
-	char *sock = e2e_path(w->dir, "sim.sock");
-	const char *args[] = {"--unix", sock, "--serial", serial, "--once", NULL};
-	struct e2e_proc p = {0};
-
-	world_devsim(w, &p, name, args);
-	world_devsim_exit(w, &p, 0);
-	e2e_proc_free(&p);
-	free(sock);
-}
+static const char links[] = WORLD_UNIX_LINK "[dbus]\nbus = session\n";
 
 /* The device and link paths GetManagedObjects lists, via busctl. */
 static json_t *
@@ -55,15 +43,13 @@ START_TEST(test_bus_restart)
 
 	world_init(&w, "dbus-restart", 32 * 1024 + 1);
 	dbt_bus_start(&b, w.dir, false);
-	world_mock(&w, NULL);
-	world_config(&w, "", links, NULL);
-	world_gw_start(&w);
-	device_once(&w, "a", "A-1");
+	world_serve(&w, NULL, "", links);
+	world_device_once(&w, "a", "A-1", NULL);
 
 	/* the bus dies; devices are served all the same */
 	dbt_bus_kill(&b);
 	world_gw_wait(&w, "Lost the connection to the session bus");
-	device_once(&w, "b", "B-1");
+	world_device_once(&w, "b", "B-1", NULL);
 	ck_assert(world_installed(&w, "b", "B-1"));
 
 	/* it comes back at the same address: the name and every object return */
@@ -89,7 +75,7 @@ START_TEST(test_bus_restart)
 	ck_assert_uint_eq(dbt_get_u64(bus, DBT_PATH, DBT_MGR, "DeviceCount"), 2);
 	sd_bus_flush_close_unref(bus);
 
-	ck_assert(e2e_running(&w.gwd));
+	ck_assert(tproc_running(&w.gwd));
 	ck_assert_int_eq(world_gw_stop(&w), 0);
 	world_free(&w);
 	dbt_bus_free(&b);
@@ -106,11 +92,10 @@ START_TEST(test_bus_late)
 	world_init(&w, "dbus-late", 1024);
 	snprintf(addr, sizeof(addr), "unix:path=%s/bus", w.dir);
 	setenv("DBUS_SESSION_BUS_ADDRESS", addr, 1);
-	world_mock(&w, NULL);
-	world_config(&w, "", links, NULL);
-	world_gw_start(&w); /* ready without the bus */
-	ck_assert_uint_eq(e2e_count(w.gw_log, "Cannot connect to the session bus; serving devices "
-					      "without D-Bus and retrying"),
+	world_serve(&w, NULL, "", links); /* ready without the bus */
+	ck_assert_uint_eq(
+	    tfile_count(w.gw_log, "Cannot connect to the session bus; serving devices "
+				  "without D-Bus and retrying"),
 	    1);
 	dbt_bus_start(&b, w.dir, false);
 	bus = dbt_connect(&b);
@@ -127,8 +112,8 @@ START_TEST(test_name_taken)
 {
 	struct world w;
 	struct dbt_bus b;
-	struct e2e_proc gw = {0};
-	char *argv[] = {(char *)e2e_prog("OTAGWD"), "-c", NULL, "-v", NULL}, *log, want[160];
+	struct tproc gw = {0};
+	char *argv[] = {(char *)tproc_prog("OTAGWD"), "-c", NULL, "-v", NULL}, *log, want[160];
 	sd_bus *bus;
 
 	world_init(&w, "dbus-taken", 1024);
@@ -138,19 +123,19 @@ START_TEST(test_name_taken)
 	bus = dbt_connect(&b);
 	ck_assert_int_ge(sd_bus_request_name(bus, DBT_NAME, 0), 0);
 	argv[2] = w.conf;
-	log = e2e_path(w.dir, "taken.log");
-	e2e_spawn(&gw, "otagwd", argv, log, NULL);
+	log = tdir_join(w.dir, "taken.log");
+	tproc_spawn_log(&gw, "otagwd", argv, log, NULL);
 	/* otagwd may answer anything with the bus while it waits; the test answers nothing */
-	ck_assert_int_eq(e2e_wait_exit(&gw, E2E_TIMEOUT_MS), 1);
+	ck_assert_int_eq(tproc_wait_exit(&gw, E2E_TIMEOUT_MS), 1);
 	snprintf(want, sizeof(want),
 	    "io.otagw is already owned by another process (pid %d); is another otagwd running?",
 	    (int)getpid());
-	if (e2e_count(log, want) != 1) {
-		e2e_dump("otagwd", log);
+	if (tfile_count(log, want) != 1) {
+		tfile_dump("otagwd", log);
 		ck_abort_msg("otagwd did not say: %s", want);
 	}
-	ck_assert_uint_eq(e2e_count(log, " ready ("), 0);
-	e2e_proc_free(&gw);
+	ck_assert_uint_eq(tfile_count(log, " ready ("), 0);
+	tproc_free(&gw);
 	free(log);
 	sd_bus_flush_close_unref(bus);
 	world_free(&w);
@@ -175,11 +160,5 @@ suite(void)
 int
 main(void)
 {
-	SRunner *sr = srunner_create(suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return ck_main(suite());
 }

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ck.h"
 #include "dbustest.h"
 
 #define MAX_SIGS 4096
@@ -82,7 +83,7 @@ on_signal(sd_bus_message *m, void *userdata, sd_bus_error *error)
 	s = &sigs[n_sigs++];
 	memset(s, 0, sizeof(*s));
 	s->connected = -1;
-	s->at = e2e_now_ms();
+	s->at = tclock_ms();
 	snprintf(s->path, sizeof(s->path), "%s", sd_bus_message_get_path(m));
 	snprintf(s->member, sizeof(s->member), "%s", sd_bus_message_get_member(m));
 	if (strcmp(s->member, "PropertiesChanged") == 0) {
@@ -115,9 +116,9 @@ on_signal(sd_bus_message *m, void *userdata, sd_bus_error *error)
 static void
 pump(sd_bus *bus, unsigned ms)
 {
-	uint64_t end = e2e_now_ms() + ms, now;
+	uint64_t end = tclock_ms() + ms, now;
 
-	while ((now = e2e_now_ms()) < end) {
+	while ((now = tclock_ms()) < end) {
 		int r = sd_bus_process(bus, NULL);
 
 		ck_assert_int_ge(r, 0);
@@ -158,24 +159,19 @@ START_TEST(test_progress)
 	const char *dev = "/io/otagw/device/SIM_2d001";
 	struct world w;
 	struct dbt_bus b;
-	struct e2e_proc p = {0};
+	struct tproc p = {0};
 	size_t added, t0, t1, i, n_progress = 0, gone, quiet;
 	uint64_t last_done = 0, last_total = 0, frames;
 	bool active_seen = false, active_back = false;
-	char *sock;
 	sd_bus *bus;
 
 	world_init(&w, "dbus-progress", 200 * 1024 + 9);
 	dbt_bus_start(&b, w.dir, false);
-	world_mock(&w, NULL);
-	world_config(
-	    &w, "", "[unix \"sim\"]\nlisten = @DIR@/sim.sock\n[dbus]\nbus = session\n", NULL);
-	world_gw_start(&w);
+	world_serve(&w, NULL, "", WORLD_UNIX_LINK "[dbus]\nbus = session\n");
 	bus = listen_bus(&b);
-	sock = e2e_path(w.dir, "sim.sock");
-	args[1] = sock;
+	args[1] = w.sock;
 	world_devsim(&w, &p, "dev", args);
-	while (e2e_running(&p))
+	while (tproc_running(&p))
 		pump(bus, 50);
 	world_devsim_exit(&w, &p, 0);
 	/* until the gateway has seen it go, then a little for the last coalesced signals */
@@ -253,8 +249,7 @@ START_TEST(test_progress)
 		    sigs[i].iface, sigs[i].names);
 	ck_assert_uint_eq(quiet, 0);
 
-	free(sock);
-	e2e_proc_free(&p);
+	tproc_free(&p);
 	sd_bus_flush_close_unref(bus);
 	ck_assert_int_eq(world_gw_stop(&w), 0);
 	world_free(&w);
@@ -264,8 +259,7 @@ END_TEST
 
 START_TEST(test_reload)
 {
-	static const char sim[] =
-	    "[unix \"sim\"]\nlisten = @DIR@/sim.sock\n[dbus]\nbus = session\n";
+	static const char sim[] = WORLD_UNIX_LINK "[dbus]\nbus = session\n";
 	char with_lab[256];
 	struct world w;
 	struct dbt_bus b;
@@ -274,12 +268,10 @@ START_TEST(test_reload)
 	sd_bus *bus;
 
 	snprintf(with_lab, sizeof(with_lab), "%s[tcp \"lab\"]\nlisten = 127.0.0.1:%u\n", sim,
-	    e2e_free_port());
+	    tnet_free_port());
 	world_init(&w, "dbus-reload", 1024);
 	dbt_bus_start(&b, w.dir, false);
-	world_mock(&w, NULL);
-	world_config(&w, "", sim, NULL);
-	world_gw_start(&w);
+	world_serve(&w, NULL, "", sim);
 	bus = listen_bus(&b);
 
 	/* a link added by a reload */
@@ -347,11 +339,5 @@ suite(void)
 int
 main(void)
 {
-	SRunner *sr = srunner_create(suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return ck_main(suite());
 }

@@ -19,10 +19,14 @@
 
 #include <event2/event.h>
 
+#include "ck.h"
 #include "device.h"
 #include "gwpeer.h"
 #include "report.h"
-#include "testutil.h"
+#include "tdata.h"
+#include "tdir.h"
+#include "tfile.h"
+#include "tproc.h"
 
 #define RUN_MS 90000
 
@@ -31,41 +35,24 @@ static char *dir;
 static void
 setup(void)
 {
-	dir = tu_tmpdir();
+	dir = tdir_new("devsim");
 }
 
 static void
 teardown(void)
 {
-	tu_rmrf(dir);
+	tdir_rmrf(dir);
 	free(dir);
 }
 
-static const char *
-devsim_path(void)
-{
-	static char path[PATH_MAX];
-	const char *build = getenv("OTAGW_BUILD_DIR");
-
-	ck_assert_msg(build != NULL, "OTAGW_BUILD_DIR is not set (run through ctest)");
-	snprintf(path, sizeof(path), "%s/tools/devsim/otagw-devsim", build);
-	return path;
-}
-
-/* A firmware-like image: runs of zeros among pseudo-random bytes. */
+/* A firmware-like image (erased blocks among pseudo-random bytes), malloc'd. */
 static uint8_t *
 make_image(uint32_t size, uint32_t seed)
 {
 	uint8_t *p = malloc(size);
-	uint32_t i, x = seed * 2654435761u + 1;
 
 	ck_assert_ptr_nonnull(p);
-	for (i = 0; i < size; i++) {
-		x ^= x << 13;
-		x ^= x >> 17;
-		x ^= x << 5;
-		p[i] = (i / 512) % 5 == 0 ? 0 : (uint8_t)x;
-	}
+	tdata_image(p, size, seed);
 	return p;
 }
 
@@ -94,37 +81,25 @@ open_slave(const char *path)
 	return fd;
 }
 
-/* True once the child has exited (without reaping it: tu_wait_exit() does). */
+/* True once the child has exited (without reaping it: tproc_wait_exit() does). */
 static bool
 child_exited(void *arg)
 {
-	struct tu_proc *p = arg;
+	struct tproc *p = arg;
 	siginfo_t si;
 
 	memset(&si, 0, sizeof(si));
 	return waitid(P_PID, (id_t)p->pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 && si.si_pid;
 }
 
+/* The whole file; fails the test if it cannot be read. */
 static char *
 read_file(const char *path, size_t *len)
 {
-	FILE *f = fopen(path, "rb");
-	char *buf;
-	long n;
+	char *text = tfile_read(path, len);
 
-	ck_assert_msg(f != NULL, "open %s: %s", path, strerror(errno));
-	ck_assert_int_eq(fseek(f, 0, SEEK_END), 0);
-	n = ftell(f);
-	ck_assert_int_ge(n, 0);
-	rewind(f);
-	buf = malloc((size_t)n + 1);
-	ck_assert_ptr_nonnull(buf);
-	ck_assert_uint_eq(fread(buf, 1, (size_t)n, f), (size_t)n);
-	buf[n] = '\0';
-	fclose(f);
-	if (len)
-		*len = (size_t)n;
-	return buf;
+	ck_assert_msg(text != NULL, "read %s: %s", path, strerror(errno));
+	return text;
 }
 
 /* What the devsim run by run_pty() wrote to its events file; free() it. */
@@ -182,7 +157,7 @@ assert_installed(
 
 /* Runs devsim on a pty against one gwpeer until devsim exits; returns its exit status. */
 static int
-run_pty(struct gwpeer *g, const struct gwpeer_opts *go, const char *const *extra, struct tu_proc *p)
+run_pty(struct gwpeer *g, const struct gwpeer_opts *go, const char *const *extra, struct tproc *p)
 {
 	char tty[PATH_MAX], state[PATH_MAX], events[PATH_MAX];
 	const char *argv[40];
@@ -192,7 +167,7 @@ run_pty(struct gwpeer *g, const struct gwpeer_opts *go, const char *const *extra
 	snprintf(tty, sizeof(tty), "%s/dev.tty", dir);
 	snprintf(state, sizeof(state), "%s/state", dir);
 	snprintf(events, sizeof(events), "%s/events.jsonl", dir);
-	argv[n++] = devsim_path();
+	argv[n++] = tproc_prog("OTAGW_DEVSIM");
 	argv[n++] = "--pty";
 	argv[n++] = tty;
 	argv[n++] = "--state-dir";
@@ -209,10 +184,10 @@ run_pty(struct gwpeer *g, const struct gwpeer_opts *go, const char *const *extra
 	for (i = 0; extra && extra[i]; i++)
 		argv[n++] = extra[i];
 	argv[n] = NULL;
-	tu_spawn(p, (char *const *)argv, NULL);
+	tproc_spawn(p, (char *const *)argv, NULL);
 	gwpeer_init(g, open_slave(tty), go);
 	gwpeer_run(peers, 1, child_exited, p, RUN_MS);
-	return tu_wait_exit(p, 10000);
+	return tproc_wait_exit(p, 10000);
 }
 
 START_TEST(test_full_update)
@@ -221,7 +196,7 @@ START_TEST(test_full_update)
 	uint8_t *image = make_image(size, 1);
 	struct gwpeer_opts go = {image, size, "1.1.0", false, 0, 0};
 	const char *extra[] = {"--current-version", "1.0.0", "--erase-ms", "2", NULL};
-	struct tu_proc p;
+	struct tproc p;
 	struct gwpeer g;
 	char path[PATH_MAX], *events;
 	int code = run_pty(&g, &go, extra, &p);
@@ -247,7 +222,7 @@ START_TEST(test_full_update)
 	ck_assert_msg(strstr(p.out, "OpenSSL agrees"), "%s", p.out);
 	free(events);
 	gwpeer_close(&g);
-	tu_proc_free(&p);
+	tproc_free(&p);
 
 	/* Restarted, the device runs what it installed and is up to date at once. */
 	{
@@ -258,7 +233,7 @@ START_TEST(test_full_update)
 		ck_assert_uint_eq(g.data_frames, 0);
 		ck_assert_str_eq(g.last_version, "1.1.0");
 		gwpeer_close(&g);
-		tu_proc_free(&p);
+		tproc_free(&p);
 	}
 	free(image);
 }
@@ -270,7 +245,7 @@ START_TEST(test_reboot_resumes)
 	uint8_t *image = make_image(size, 2);
 	struct gwpeer_opts go = {image, size, "2.0.0", false, 0, 0};
 	const char *extra[] = {"--reboot-at-byte", "150000", "--sector-size", "4K", NULL};
-	struct tu_proc p;
+	struct tproc p;
 	struct gwpeer g;
 	char path[PATH_MAX], *events;
 	int code = run_pty(&g, &go, extra, &p);
@@ -295,7 +270,7 @@ START_TEST(test_reboot_resumes)
 	ck_assert(has_event(events, "verify", "\"double_programs\":0"));
 	free(events);
 	gwpeer_close(&g);
-	tu_proc_free(&p);
+	tproc_free(&p);
 	free(image);
 }
 END_TEST
@@ -306,7 +281,7 @@ START_TEST(test_image_larger_than_slot)
 	uint8_t *image = make_image(size, 3);
 	struct gwpeer_opts go = {image, size, "3.0.0", false, 0, 0};
 	const char *extra[] = {"--slot-size", "64K", NULL};
-	struct tu_proc p;
+	struct tproc p;
 	struct gwpeer g;
 	int code = run_pty(&g, &go, extra, &p);
 
@@ -317,7 +292,7 @@ START_TEST(test_image_larger_than_slot)
 				    "than the slot (65536 bytes"),
 	    "stderr: %s", p.err);
 	gwpeer_close(&g);
-	tu_proc_free(&p);
+	tproc_free(&p);
 	free(image);
 }
 END_TEST
@@ -332,7 +307,7 @@ START_TEST(test_stall_and_overrun)
 	 * 4 x 1040-byte ring holds. */
 	struct gwpeer_opts go = {image, size, "1.2.0", false, 16, 256};
 	const char *extra[] = {"--erase-ms", "150", "--sector-size", "4096", NULL};
-	struct tu_proc p;
+	struct tproc p;
 	struct gwpeer g;
 	char path[PATH_MAX], *events;
 	uint32_t elapsed;
@@ -352,14 +327,14 @@ START_TEST(test_stall_and_overrun)
 	snprintf(path, sizeof(path), "%s/state", dir);
 	assert_installed(path, "T-1", image, size, "1.2.0");
 	gwpeer_close(&g);
-	tu_proc_free(&p);
+	tproc_free(&p);
 	free(image);
 }
 END_TEST
 
 struct many {
 	struct gwpeer *g[3];
-	struct tu_proc *p;
+	struct tproc *p;
 };
 
 static bool
@@ -380,17 +355,18 @@ START_TEST(test_count_unix)
 	struct sockaddr_un sun = {.sun_family = AF_UNIX};
 	char sock[PATH_MAX], state[PATH_MAX];
 	struct gwpeer g[3];
-	struct tu_proc p;
+	struct tproc p;
 	struct many m = {{&g[0], &g[1], &g[2]}, &p};
 	int lfd, i, code;
-	const char *argv[] = {devsim_path(), "--unix", sock, "--count", "3", "--serial",
-	    "RACK-%02d", "--state-dir", state, "--once", "--timeout", "80", "--progress", "plain",
-	    NULL};
+	const char *argv[] = {tproc_prog("OTAGW_DEVSIM"), "--unix", sock, "--count", "3",
+	    "--serial", "RACK-%02d", "--state-dir", state, "--once", "--timeout", "80",
+	    "--progress", "plain", NULL};
 
 	snprintf(sock, sizeof(sock), "%s/gw.sock", dir);
 	snprintf(state, sizeof(state), "%s/state", dir);
-	tu_spawn(&p, (char *const *)argv, NULL);
-	usleep(300000);
+	tproc_spawn(&p, (char *const *)argv, NULL);
+	/* each device has found no gateway at least once */
+	ck_assert(tproc_wait_count(&p, ": No such file or directory", 3, RUN_MS));
 	lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	ck_assert_int_ge(lfd, 0);
 	ck_assert_uint_lt(strlen(sock), sizeof(sun.sun_path));
@@ -405,7 +381,7 @@ START_TEST(test_count_unix)
 	}
 	close(lfd);
 	gwpeer_run(m.g, 3, many_done, &m, RUN_MS);
-	code = tu_wait_exit(&p, 10000);
+	code = tproc_wait_exit(&p, 10000);
 	ck_assert_msg(code == 0, "devsim exited %d: %s%s", code, p.out, p.err);
 	for (i = 0; i < 3; i++) {
 		char serial[16];
@@ -420,7 +396,7 @@ START_TEST(test_count_unix)
 	ck_assert_str_ne(g[0].serial, g[1].serial);
 	ck_assert_str_ne(g[1].serial, g[2].serial);
 	ck_assert_str_ne(g[0].serial, g[2].serial);
-	tu_proc_free(&p);
+	tproc_free(&p);
 	free(image);
 }
 END_TEST
@@ -499,19 +475,19 @@ END_TEST
 
 START_TEST(test_help)
 {
-	const char *argv[] = {devsim_path(), "--help", NULL};
+	const char *argv[] = {tproc_prog("OTAGW_DEVSIM"), "--help", NULL};
 	const char *opts[] = {"--pty", "--tty", "--tcp", "--unix", "--serial", "--hardware-version",
 	    "--software-type", "--current-version", "--max-payload", "--window", "--max-stall-ms",
 	    "--delta", "--state-dir", "--erase-ms", "--sector-size", "--write-us-per-kib",
 	    "--reboot-at-byte", "--once", "--count", "--events", NULL};
-	struct tu_proc p;
+	struct tproc p;
 	int i;
 
-	ck_assert_int_eq(tu_run(&p, (char *const *)argv, NULL), 0);
+	ck_assert_int_eq(tproc_run(&p, (char *const *)argv, NULL, 60000), 0);
 	ck_assert(strstr(p.out, "Usage: otagw-devsim"));
 	for (i = 0; opts[i]; i++)
 		ck_assert_msg(strstr(p.out, opts[i]), "--help does not mention %s", opts[i]);
-	tu_proc_free(&p);
+	tproc_free(&p);
 }
 END_TEST
 
@@ -539,13 +515,13 @@ START_TEST(test_bad_args)
 {
 	const char *argv[16];
 	char file[PATH_MAX], state[PATH_MAX];
-	struct tu_proc p;
+	struct tproc p;
 	int n = 0, i;
 
 	snprintf(file, sizeof(file), "%s/file", dir);
 	snprintf(state, sizeof(state), "%s/state", dir);
-	tu_write(file, 0644, "not a tty\n");
-	argv[n++] = devsim_path();
+	tfile_write_str(file, 0644, "not a tty\n");
+	argv[n++] = tproc_prog("OTAGW_DEVSIM");
 	argv[n++] = "--state-dir";
 	argv[n++] = state;
 	for (i = 0; bad_args[_i].args[i]; i++)
@@ -553,10 +529,10 @@ START_TEST(test_bad_args)
 			    : strcmp(bad_args[_i].args[i], "P") == 0  ? "/nonexistent/p"
 								      : bad_args[_i].args[i];
 	argv[n] = NULL;
-	ck_assert_int_eq(tu_run(&p, (char *const *)argv, NULL), bad_args[_i].code);
+	ck_assert_int_eq(tproc_run(&p, (char *const *)argv, NULL, 60000), bad_args[_i].code);
 	ck_assert_msg(strstr(p.err, bad_args[_i].says), "case %d: stderr lacks '%s': %s", _i,
 	    bad_args[_i].says, p.err);
-	tu_proc_free(&p);
+	tproc_free(&p);
 }
 END_TEST
 
@@ -586,11 +562,5 @@ devsim_suite(void)
 int
 main(void)
 {
-	SRunner *sr = srunner_create(devsim_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return ck_main(devsim_suite());
 }

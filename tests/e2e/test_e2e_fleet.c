@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ck.h"
 #include "history.h"
 #include "world.h"
 
@@ -17,19 +18,16 @@ START_TEST(test_twenty_devices)
 {
 	const char *args[] = {"--unix", NULL, "--count", "20", "--serial", "RACK-%02d", "--once",
 	    "--timeout", "200", NULL};
-	struct e2e_proc dev = {0};
+	struct tproc dev = {0};
 	struct world w;
-	char *sock, serial[16];
+	char serial[16];
 	uint64_t bytes[4];
 	int results[4], i;
 
 	world_init(&w, "e2e-fleet", 64 * 1024 + 99);
-	sock = e2e_path(w.dir, "sim.sock");
-	args[1] = sock;
-	world_mock(&w, NULL);
-	world_config(&w, "max_transfers = 4",
-	    "[unix \"rack\"]\nlisten = @DIR@/sim.sock\nmax_connections = 32\n", NULL);
-	world_gw_start(&w);
+	args[1] = w.sock;
+	world_serve(&w, NULL, "max_transfers = 4",
+	    "[unix \"rack\"]\nlisten = @DIR@/sim.sock\nmax_connections = 32\n");
 	world_devsim(&w, &dev, "rack", args);
 	world_devsim_exit(&w, &dev, 0);
 	for (i = 1; i <= N_DEVICES; i++) {
@@ -38,8 +36,8 @@ START_TEST(test_twenty_devices)
 		    world_installed(&w, "rack", serial), "%s has no verified image", serial);
 	}
 	/* one download, however many devices */
-	ck_assert_uint_eq(e2e_count(w.mock.log, "GET /cdn/fw.bin?"), 1);
-	ck_assert_uint_eq(e2e_count(w.gw_log, ": Installed 2.0.0"), N_DEVICES);
+	ck_assert_uint_eq(tfile_count(w.mock.log, "GET /cdn/fw.bin?"), 1);
+	ck_assert_uint_eq(tfile_count(w.gw_log, ": Installed 2.0.0"), N_DEVICES);
 	ck_assert_int_eq(world_gw_stop(&w), 0);
 	for (i = 1; i <= N_DEVICES; i++) {
 		snprintf(serial, sizeof(serial), "RACK-%02d", i);
@@ -47,8 +45,7 @@ START_TEST(test_twenty_devices)
 		ck_assert_int_eq(results[0], HISTORY_RESULT_INSTALLED);
 		ck_assert_uint_eq(bytes[0], w.size);
 	}
-	e2e_proc_free(&dev);
-	free(sock);
+	tproc_free(&dev);
 	world_free(&w);
 }
 END_TEST
@@ -68,11 +65,5 @@ fleet_suite(void)
 int
 main(void)
 {
-	SRunner *sr = srunner_create(fleet_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return ck_main(fleet_suite());
 }

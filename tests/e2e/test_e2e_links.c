@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ck.h"
 #include "history.h"
 #include "world.h"
 
@@ -16,16 +17,14 @@
 static void
 one_device(const char *tag, const char *links, const char *const *devsim_args)
 {
-	struct e2e_proc dev = {0};
+	struct tproc dev = {0};
 	struct world w;
 	uint64_t bytes[4];
 	int results[4];
 	char reasons[4][256];
 
 	world_init(&w, tag, 96 * 1024 + 17);
-	world_mock(&w, NULL);
-	world_config(&w, "", links, NULL);
-	world_gw_start(&w);
+	world_serve(&w, NULL, "", links);
 	world_devsim(&w, &dev, "dev", devsim_args);
 	world_devsim_exit(&w, &dev, 0);
 	ck_assert(world_installed(&w, "dev", "SIM-001"));
@@ -33,12 +32,12 @@ one_device(const char *tag, const char *links, const char *const *devsim_args)
 	world_gw_wait(&w, "SIM-001: Transferred and verified 2.0.0");
 	world_gw_wait(&w, "SIM-001: Installed 2.0.0");
 	world_gw_wait(&w, "SIM-001: Up to date with Memfault (memfault-reason: latest)");
-	ck_assert_uint_eq(e2e_count(w.mock.log, "GET /cdn/fw.bin?"), 1);
+	ck_assert_uint_eq(tfile_count(w.mock.log, "GET /cdn/fw.bin?"), 1);
 	ck_assert_int_eq(world_gw_stop(&w), 0);
 	ck_assert_uint_eq(world_history(&w, "SIM-001", results, bytes, reasons, 4), 1);
 	ck_assert_int_eq(results[0], HISTORY_RESULT_INSTALLED);
 	ck_assert_uint_eq(bytes[0], w.size);
-	e2e_proc_free(&dev);
+	tproc_free(&dev);
 	world_free(&w);
 }
 
@@ -48,12 +47,12 @@ START_TEST(test_pty)
 	const char *args[] = {"--pty", NULL, "--once", "--check-interval", "0", NULL};
 
 	{
-		struct e2e_proc dev = {0};
+		struct tproc dev = {0};
 		struct world w;
 		char *tty;
 
 		world_init(&w, "e2e-pty", 96 * 1024 + 17);
-		tty = e2e_path(w.dir, "dev.tty");
+		tty = tdir_join(w.dir, "dev.tty");
 		args[1] = tty;
 		world_mock(&w, NULL);
 		world_config(
@@ -73,7 +72,7 @@ START_TEST(test_pty)
 			ck_assert_uint_eq(world_history(&w, "SIM-001", results, bytes, NULL, 4), 1);
 			ck_assert_int_eq(results[0], HISTORY_RESULT_INSTALLED);
 		}
-		e2e_proc_free(&dev);
+		tproc_free(&dev);
 		free(tty);
 		world_free(&w);
 	}
@@ -84,7 +83,7 @@ START_TEST(test_tcp)
 {
 	char links[128], addr[32];
 	const char *args[] = {"--tcp", addr, "--once", NULL};
-	uint16_t port = e2e_free_port();
+	uint16_t port = tnet_free_port();
 
 	snprintf(addr, sizeof(addr), "127.0.0.1:%u", port);
 	snprintf(links, sizeof(links), "[tcp \"lab\"]\nlisten = 127.0.0.1:%u\n", port);
@@ -95,24 +94,19 @@ END_TEST
 START_TEST(test_unix)
 {
 	const char *args[] = {"--unix", NULL, "--once", NULL};
-	struct e2e_proc dev = {0};
+	struct tproc dev = {0};
 	struct world w;
-	char *sock;
 
 	/* one_device() with the socket path known only once the world exists */
 	world_init(&w, "e2e-unix", 64 * 1024 + 5);
-	sock = e2e_path(w.dir, "sim.sock");
-	args[1] = sock;
-	world_mock(&w, NULL);
-	world_config(&w, "", "[unix \"sim\"]\nlisten = @DIR@/sim.sock\n", NULL);
-	world_gw_start(&w);
+	args[1] = w.sock;
+	world_serve(&w, NULL, "", WORLD_UNIX_LINK);
 	world_devsim(&w, &dev, "dev", args);
 	world_devsim_exit(&w, &dev, 0);
 	ck_assert(world_installed(&w, "dev", "SIM-001"));
 	world_gw_wait(&w, "SIM-001: Installed 2.0.0");
 	ck_assert_int_eq(world_gw_stop(&w), 0);
-	e2e_proc_free(&dev);
-	free(sock);
+	tproc_free(&dev);
 	world_free(&w);
 }
 END_TEST
@@ -121,27 +115,23 @@ END_TEST
 START_TEST(test_no_update)
 {
 	const char *args[] = {"--unix", NULL, "--once", "--current-version", WORLD_VERSION, NULL};
-	struct e2e_proc dev = {0};
+	struct tproc dev = {0};
 	struct world w;
-	char *sock, *log;
+	char *log;
 
 	world_init(&w, "e2e-204", 4096);
-	sock = e2e_path(w.dir, "sim.sock");
-	args[1] = sock;
-	world_mock(&w, NULL);
-	world_config(&w, "", "[unix \"sim\"]\nlisten = @DIR@/sim.sock\n", NULL);
-	world_gw_start(&w);
+	args[1] = w.sock;
+	world_serve(&w, NULL, "", WORLD_UNIX_LINK);
 	world_devsim(&w, &dev, "dev", args);
 	world_devsim_exit(&w, &dev, 0);
-	log = e2e_path(w.dir, "dev.log");
-	ck_assert_uint_eq(e2e_count(log, "up to date at 2.0.0 (latest)"), 1);
+	log = tdir_join(w.dir, "dev.log");
+	ck_assert_uint_eq(tfile_count(log, "up to date at 2.0.0 (latest)"), 1);
 	world_gw_wait(&w, "SIM-001: Up to date with Memfault (memfault-reason: latest)");
-	ck_assert_uint_eq(e2e_count(w.mock.log, "GET /cdn/"), 0);
-	ck_assert_uint_eq(e2e_count(w.mock.log, "GET /api/v0/releases/latest?"), 1);
+	ck_assert_uint_eq(tfile_count(w.mock.log, "GET /cdn/"), 0);
+	ck_assert_uint_eq(tfile_count(w.mock.log, "GET /api/v0/releases/latest?"), 1);
 	ck_assert_int_eq(world_gw_stop(&w), 0);
-	e2e_proc_free(&dev);
+	tproc_free(&dev);
 	free(log);
-	free(sock);
 	world_free(&w);
 }
 END_TEST
@@ -164,11 +154,5 @@ links_suite(void)
 int
 main(void)
 {
-	SRunner *sr = srunner_create(links_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return ck_main(links_suite());
 }

@@ -10,10 +10,9 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "ck.h"
 #include "history.h"
 #include "world.h"
-
-static const char unix_link[] = "[unix \"sim\"]\nlisten = @DIR@/sim.sock\n";
 
 START_TEST(test_upstream_unreachable)
 {
@@ -21,55 +20,51 @@ START_TEST(test_upstream_unreachable)
 	const char *d_decline[] = {"--unix", NULL, "--serial", "D-1", "--once", "--decline", NULL};
 	const char *d_args[] = {"--unix", NULL, "--serial", "D-1", "--once", NULL};
 	const char *b_args[] = {"--unix", NULL, "--serial", "B-1", "--once", NULL};
-	struct e2e_proc a = {0}, d = {0}, b = {0};
+	struct tproc a = {0}, d = {0}, b = {0};
 	struct world w;
-	char *sock, *b_log, *a_log;
+	char *b_log, *a_log;
 
 	world_init(&w, "e2e-down", 64 * 1024 + 1);
-	sock = e2e_path(w.dir, "sim.sock");
-	a_args[1] = d_decline[1] = d_args[1] = b_args[1] = sock;
-	b_log = e2e_path(w.dir, "b.log");
-	a_log = e2e_path(w.dir, "a.log");
-	world_mock(&w, NULL);
-	world_config(&w, "", unix_link, NULL);
-	world_gw_start(&w);
+	a_args[1] = d_decline[1] = d_args[1] = b_args[1] = w.sock;
+	b_log = tdir_join(w.dir, "b.log");
+	a_log = tdir_join(w.dir, "a.log");
+	world_serve(&w, NULL, "", WORLD_UNIX_LINK);
 
 	/* While Memfault answers: A updates; D is offered the release and declines it (its
 	 * answer and the payload stay cached). */
 	world_devsim(&w, &a, "a", a_args);
 	world_devsim_exit(&w, &a, 0);
-	e2e_proc_free(&a);
+	tproc_free(&a);
 	ck_assert(world_installed(&w, "a", "A-1"));
 	world_devsim(&w, &d, "d", d_decline);
 	world_devsim_exit(&w, &d, 1);
-	e2e_proc_free(&d);
+	tproc_free(&d);
 	world_gw_wait(&w, "D-1: Device refused 2.0.0: DECLINED");
 
 	/* Memfault goes away. */
-	ck_assert_int_eq(e2e_stop(&w.mock, SIGTERM, E2E_TIMEOUT_MS), 0);
+	ck_assert_int_eq(tproc_stop(&w.mock, SIGTERM, E2E_TIMEOUT_MS), 0);
 
 	/* A new device gets ERROR UPSTREAM_UNAVAILABLE with a retry hint. */
 	world_devsim(&w, &b, "b", b_args);
 	world_devsim_exit(&w, &b, 1);
-	e2e_proc_free(&b);
-	ck_assert_uint_eq(e2e_count(b_log, "gateway error upstream-unavailable"), 1);
-	ck_assert_uint_eq(e2e_count(b_log, "(retry after 0 s)"), 0);
+	tproc_free(&b);
+	ck_assert_uint_eq(tfile_count(b_log, "gateway error upstream-unavailable"), 1);
+	ck_assert_uint_eq(tfile_count(b_log, "(retry after 0 s)"), 0);
 	world_gw_wait(&w, "B-1: Cannot connect to ");
 
 	/* The daemon keeps serving the others: A is told it is up to date from the cached
 	 * answer, and D now takes the release, served whole from the cache. */
 	world_devsim(&w, &a, "a", a_args);
 	world_devsim_exit(&w, &a, 0);
-	e2e_proc_free(&a);
-	ck_assert_uint_eq(e2e_count(a_log, "up to date at 2.0.0 (latest)"), 2);
+	tproc_free(&a);
+	ck_assert_uint_eq(tfile_count(a_log, "up to date at 2.0.0 (latest)"), 2);
 	world_devsim(&w, &d, "d", d_args);
-	e2e_wait_exit(&d, E2E_TIMEOUT_MS); /* 1: after its install Memfault is still away */
-	e2e_proc_free(&d);
+	tproc_wait_exit(&d, E2E_TIMEOUT_MS); /* 1: after its install Memfault is still away */
+	tproc_free(&d);
 	ck_assert(world_installed(&w, "d", "D-1"));
 	world_gw_wait(&w, "D-1: Installed 2.0.0");
-	ck_assert(e2e_running(&w.gwd));
+	ck_assert(tproc_running(&w.gwd));
 	ck_assert_int_eq(world_gw_stop(&w), 0);
-	free(sock);
 	free(a_log);
 	free(b_log);
 	world_free(&w);
@@ -80,51 +75,50 @@ START_TEST(test_sighup)
 {
 	char addr[32], links[256];
 	const char *args[] = {"--tcp", addr, "--once", NULL};
-	uint16_t port = e2e_free_port();
-	struct e2e_proc dev = {0};
+	uint16_t port = tnet_free_port();
+	struct tproc dev = {0};
 	struct world w;
 
 	snprintf(addr, sizeof(addr), "127.0.0.1:%u", port);
 	world_init(&w, "e2e-hup", 32 * 1024 + 3);
-	world_mock(&w, NULL);
-	world_config(&w, "", unix_link, NULL);
-	world_gw_start(&w);
+	world_serve(&w, NULL, "", WORLD_UNIX_LINK);
 
 	/* a broken file: every error reported, the running configuration kept */
-	world_config(&w, "max_transfers = lots", unix_link, NULL);
+	world_config(&w, "max_transfers = lots", WORLD_UNIX_LINK, NULL);
 	ck_assert_int_eq(kill(w.gwd.pid, SIGHUP), 0);
 	world_gw_wait(&w, "max_transfers = lots: not a number");
 	world_gw_wait(&w, "keeping the running configuration");
-	ck_assert(e2e_running(&w.gwd));
+	ck_assert(tproc_running(&w.gwd));
 
 	/* a good one adds a TCP link and leaves the unix one alone */
-	snprintf(links, sizeof(links), "%s[tcp \"lab\"]\nlisten = 127.0.0.1:%u\n", unix_link, port);
+	snprintf(links, sizeof(links), "%s[tcp \"lab\"]\nlisten = 127.0.0.1:%u\n", WORLD_UNIX_LINK,
+	    port);
 	world_config(&w, "", links, NULL);
 	ck_assert_int_eq(kill(w.gwd.pid, SIGHUP), 0);
 	world_gw_wait(&w, "Link lab added");
 	world_gw_wait(&w, "Link lab: listening on tcp:127.0.0.1:");
 	world_gw_wait(&w, "Reloaded configuration from");
-	ck_assert_uint_eq(e2e_count(w.gw_log, "Link sim changed"), 0);
-	ck_assert_uint_eq(e2e_count(w.gw_log, "Link sim removed"), 0);
+	ck_assert_uint_eq(tfile_count(w.gw_log, "Link sim changed"), 0);
+	ck_assert_uint_eq(tfile_count(w.gw_log, "Link sim removed"), 0);
 	world_devsim(&w, &dev, "dev", args);
 	world_devsim_exit(&w, &dev, 0);
 	ck_assert(world_installed(&w, "dev", "SIM-001"));
 
 	/* changing its settings re-opens it, and only it */
 	snprintf(links, sizeof(links),
-	    "%s[tcp \"lab\"]\nlisten = 127.0.0.1:%u\nmax_connections = 3\n", unix_link, port);
+	    "%s[tcp \"lab\"]\nlisten = 127.0.0.1:%u\nmax_connections = 3\n", WORLD_UNIX_LINK, port);
 	world_config(&w, "", links, NULL);
 	ck_assert_int_eq(kill(w.gwd.pid, SIGHUP), 0);
 	world_gw_wait(&w, "Link lab changed; re-opening it");
 	world_gw_wait(&w, "Link lab: listening on tcp:127.0.0.1:");
-	ck_assert_uint_eq(e2e_count(w.gw_log, "Link sim changed"), 0);
+	ck_assert_uint_eq(tfile_count(w.gw_log, "Link sim changed"), 0);
 
 	/* and removing it closes it */
-	world_config(&w, "", unix_link, NULL);
+	world_config(&w, "", WORLD_UNIX_LINK, NULL);
 	ck_assert_int_eq(kill(w.gwd.pid, SIGHUP), 0);
 	world_gw_wait(&w, "Link lab removed");
 	ck_assert_int_eq(world_gw_stop(&w), 0);
-	e2e_proc_free(&dev);
+	tproc_free(&dev);
 	world_free(&w);
 }
 END_TEST
@@ -144,7 +138,7 @@ partial_bytes(struct world *w)
 static uint64_t
 device_progress(const char *events)
 {
-	char *text = e2e_read(events, NULL), *p;
+	char *text = tfile_read(events, NULL), *p;
 	uint64_t best = 0, v;
 
 	if (text == NULL)
@@ -164,47 +158,44 @@ START_TEST(test_sigterm_restart)
 	static const char scenario[] =
 	    "{\"responses\": [{\"path\": \"/cdn/fw.bin\", \"drip_ms\": 50, \"drip_bytes\": 8192}]}";
 	const char *args[] = {"--unix", NULL, "--once", "--write-us-per-kib", "3000", NULL};
-	struct e2e_proc dev = {0};
+	struct tproc dev = {0};
 	uint64_t bytes[4], end;
-	char reasons[4][256], *sock, *events, *text, *at;
+	char reasons[4][256], *events, *text, *at;
 	int results[4];
 	long long resumed;
 	struct world w;
 
 	world_init(&w, "e2e-term", 384 * 1024 + 11);
-	sock = e2e_path(w.dir, "sim.sock");
-	events = e2e_path(w.dir, "dev.events");
-	args[1] = sock;
-	world_mock(&w, scenario);
-	world_config(&w, "", unix_link, NULL);
-	world_gw_start(&w);
+	events = tdir_join(w.dir, "dev.events");
+	args[1] = w.sock;
+	world_serve(&w, scenario, "", WORLD_UNIX_LINK);
 	world_devsim(&w, &dev, "dev", args);
 
 	/* 1. SIGTERM while the payload is downloading: the partial file stays */
-	end = e2e_now_ms() + E2E_TIMEOUT_MS;
+	end = tclock_ms() + E2E_TIMEOUT_MS;
 	while (partial_bytes(&w) < 64 * 1024) {
-		if (e2e_now_ms() > end)
+		if (tclock_ms() > end)
 			world_fail(&w, "the download did not start");
-		e2e_sleep_ms(10);
+		tclock_sleep_ms(10);
 	}
 	ck_assert_int_eq(world_gw_stop(&w), 0);
 	ck_assert_uint_gt(partial_bytes(&w), 0);
 	ck_assert_uint_lt(partial_bytes(&w), w.size);
-	ck_assert_uint_eq(e2e_count(w.gw_log, "otagwd info: Stopped"), 1);
+	ck_assert_uint_eq(tfile_count(w.gw_log, "otagwd info: Stopped"), 1);
 
 	/* restarted, it resumes the download with a Range request, then sends the image */
 	world_gw_start(&w);
 	world_gw_wait(&w, "Resuming the download of 2.0.0");
-	ck_assert(e2e_wait_count(&w.mock, "Range: bytes=", 1, E2E_TIMEOUT_MS));
-	ck_assert_uint_eq(e2e_count(w.mock.log, "-> 206"), 1);
+	ck_assert(tproc_wait_count(&w.mock, "Range: bytes=", 1, E2E_TIMEOUT_MS));
+	ck_assert_uint_eq(tfile_count(w.mock.log, "-> 206"), 1);
 	world_gw_wait(&w, "SIM-001: Offering 2.0.0");
 
 	/* 2. SIGTERM in the middle of the transfer: the history records where it stopped */
-	end = e2e_now_ms() + E2E_TIMEOUT_MS;
+	end = tclock_ms() + E2E_TIMEOUT_MS;
 	while (device_progress(events) < 96 * 1024) {
-		if (e2e_now_ms() > end || !e2e_running(&dev))
+		if (tclock_ms() > end || !tproc_running(&dev))
 			world_fail(&w, "the transfer did not get going");
-		e2e_sleep_ms(10);
+		tclock_sleep_ms(10);
 	}
 	ck_assert_int_eq(world_gw_stop(&w), 0);
 	ck_assert_uint_eq(world_history(&w, "SIM-001", results, bytes, reasons, 4), 1);
@@ -217,19 +208,18 @@ START_TEST(test_sigterm_restart)
 	world_devsim_exit(&w, &dev, 0);
 	ck_assert(world_installed(&w, "dev", "SIM-001"));
 	world_gw_wait(&w, "SIM-001: Installed 2.0.0");
-	text = e2e_read(w.gw_log, NULL);
+	text = tfile_read(w.gw_log, NULL);
 	at = strstr(text, "Resuming 2.0.0 at ");
 	ck_assert_ptr_nonnull(at);
 	resumed = strtoll(at + strlen("Resuming 2.0.0 at "), NULL, 10);
 	ck_assert_int_ge(resumed, (long long)bytes[0]);
 	free(text);
 	/* one payload download in all: the first, cut, and its resumption */
-	ck_assert_uint_eq(e2e_count(w.mock.log, "GET /cdn/fw.bin?"), 2);
+	ck_assert_uint_eq(tfile_count(w.mock.log, "GET /cdn/fw.bin?"), 2);
 	ck_assert_int_eq(world_gw_stop(&w), 0);
 	ck_assert_uint_eq(world_history(&w, "SIM-001", results, bytes, reasons, 4), 2);
 	ck_assert_int_eq(results[0], HISTORY_RESULT_INSTALLED);
-	e2e_proc_free(&dev);
-	free(sock);
+	tproc_free(&dev);
 	free(events);
 	world_free(&w);
 }
@@ -243,19 +233,19 @@ START_TEST(test_start_failures)
 
 	world_init(&w, "e2e-fail", 1024);
 	world_mock(&w, NULL);
-	log = e2e_path(w.dir, "otagwd.log");
+	log = tdir_join(w.dir, "otagwd.log");
 
 	/* a state directory whose parent does not exist */
 	{
-		char *bad = e2e_path(w.dir, "missing/state");
+		char *bad = tdir_join(w.dir, "missing/state");
 		char general[512];
 
 		snprintf(general, sizeof(general), "state_dir = %s", bad);
-		world_config(&w, "", "[unix \"sim\"]\nlisten = @DIR@/sim.sock\n", NULL);
+		world_config(&w, "", WORLD_UNIX_LINK, NULL);
 		/* world_config() writes state_dir itself; a second state_dir is a config error,
 		 * so rewrite the file with the bad one */
 		{
-			char *text = e2e_read(w.conf, NULL), *at = strstr(text, "state_dir = "),
+			char *text = tfile_read(w.conf, NULL), *at = strstr(text, "state_dir = "),
 			     *nl;
 			char *fixed;
 
@@ -263,34 +253,34 @@ START_TEST(test_start_failures)
 			nl = strchr(at, '\n');
 			ck_assert_int_gt(
 			    asprintf(&fixed, "%.*s%s%s", (int)(at - text), text, general, nl), 0);
-			e2e_write(w.conf, 0600, fixed, 0);
+			tfile_write_str(w.conf, 0600, fixed);
 			free(fixed);
 			free(text);
 		}
 		{
-			char *argv[] = {(char *)e2e_prog("OTAGWD"), "-c", w.conf, NULL};
+			char *argv[] = {(char *)tproc_prog("OTAGWD"), "-c", w.conf, NULL};
 
-			e2e_spawn(&w.gwd, "otagwd", argv, log, NULL);
+			tproc_spawn_log(&w.gwd, "otagwd", argv, log, NULL);
 		}
-		ck_assert_int_eq(e2e_wait_exit(&w.gwd, E2E_TIMEOUT_MS), 1);
-		e2e_proc_free(&w.gwd);
-		ck_assert_uint_eq(e2e_count(log, "Failed to open the payload store"), 1);
-		ck_assert_uint_ge(e2e_count(log, bad), 1);
-		ck_assert_uint_eq(e2e_count(log, "Failed to start store, exiting"), 1);
+		ck_assert_int_eq(tproc_wait_exit(&w.gwd, E2E_TIMEOUT_MS), 1);
+		tproc_free(&w.gwd);
+		ck_assert_uint_eq(tfile_count(log, "Failed to open the payload store"), 1);
+		ck_assert_uint_ge(tfile_count(log, bad), 1);
+		ck_assert_uint_eq(tfile_count(log, "Failed to start store, exiting"), 1);
 		free(bad);
 	}
 
 	/* a [uart] that is no serial device */
 	world_config(&w, "", "[uart \"bad\"]\ndevice = /dev/null\n", NULL);
 	{
-		char *argv[] = {(char *)e2e_prog("OTAGWD"), "-c", w.conf, NULL};
+		char *argv[] = {(char *)tproc_prog("OTAGWD"), "-c", w.conf, NULL};
 
-		e2e_spawn(&w.gwd, "otagwd", argv, log, NULL);
+		tproc_spawn_log(&w.gwd, "otagwd", argv, log, NULL);
 	}
-	ck_assert_int_eq(e2e_wait_exit(&w.gwd, E2E_TIMEOUT_MS), 1);
-	e2e_proc_free(&w.gwd);
-	ck_assert_uint_eq(e2e_count(log, "Failed to open link bad: /dev/null: "), 1);
-	ck_assert_uint_eq(e2e_count(log, "Failed to start links, exiting"), 1);
+	ck_assert_int_eq(tproc_wait_exit(&w.gwd, E2E_TIMEOUT_MS), 1);
+	tproc_free(&w.gwd);
+	ck_assert_uint_eq(tfile_count(log, "Failed to open link bad: /dev/null: "), 1);
+	ck_assert_uint_eq(tfile_count(log, "Failed to start links, exiting"), 1);
 	free(log);
 	world_free(&w);
 }
@@ -314,11 +304,5 @@ ops_suite(void)
 int
 main(void)
 {
-	SRunner *sr = srunner_create(ops_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return ck_main(ops_suite());
 }

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "ck.h"
 #include "history.h"
 #include "world.h"
 
@@ -17,15 +18,15 @@
 
 /* Starts otagw-linkemu between DIR/gw.tty and DIR/dev.tty with extra options. */
 static void
-linkemu_start(struct world *w, struct e2e_proc *p, const char *const *opts)
+linkemu_start(struct world *w, struct tproc *p, const char *const *opts)
 {
-	char *gw = e2e_path(w->dir, "gw.tty"), *dev = e2e_path(w->dir, "dev.tty");
-	char *log = e2e_path(w->dir, "linkemu.log"), *argv[24];
-	uint64_t end = e2e_now_ms() + E2E_TIMEOUT_MS;
+	char *gw = tdir_join(w->dir, "gw.tty"), *dev = tdir_join(w->dir, "dev.tty");
+	char *log = tdir_join(w->dir, "linkemu.log"), *argv[24];
+	uint64_t end = tclock_ms() + E2E_TIMEOUT_MS;
 	struct stat st;
 	size_t n = 0, i;
 
-	argv[n++] = (char *)e2e_prog("OTAGW_LINKEMU");
+	argv[n++] = (char *)tproc_prog("OTAGW_LINKEMU");
 	argv[n++] = "-b";
 	argv[n++] = LINE_BAUD;
 	for (i = 0; opts[i] != NULL && n < 20; i++)
@@ -33,11 +34,11 @@ linkemu_start(struct world *w, struct e2e_proc *p, const char *const *opts)
 	argv[n++] = gw;
 	argv[n++] = dev;
 	argv[n] = NULL;
-	e2e_spawn(p, "linkemu", argv, log, NULL);
+	tproc_spawn_log(p, "linkemu", argv, log, NULL);
 	while (stat(gw, &st) < 0 || stat(dev, &st) < 0) {
-		if (!e2e_running(p) || e2e_now_ms() > end)
+		if (!tproc_running(p) || tclock_ms() > end)
 			world_fail(w, "otagw-linkemu did not start");
-		e2e_sleep_ms(10);
+		tclock_sleep_ms(10);
 	}
 	free(gw);
 	free(dev);
@@ -50,7 +51,7 @@ static const char uart_link[] = "[uart \"line\"]\ndevice = @DIR@/gw.tty\nbaud = 
 static long long
 event_number(const char *path, const char *match, const char *key)
 {
-	char *text = e2e_read(path, NULL), *line, *save = NULL, *at;
+	char *text = tfile_read(path, NULL), *line, *save = NULL, *at;
 	long long v = -1;
 
 	if (text == NULL)
@@ -76,7 +77,7 @@ START_TEST(test_link_cut)
 {
 	const char *emu[] = {"--drop-at-byte", "60000", "--drop-for", "400", NULL};
 	const char *args[] = {"--tty", NULL, "--once", "--check-interval", "0", NULL};
-	struct e2e_proc emu_p = {0}, dev = {0};
+	struct tproc emu_p = {0}, dev = {0};
 	char reasons[4][256], *tty, *events;
 	uint64_t bytes[4];
 	int results[4];
@@ -84,8 +85,8 @@ START_TEST(test_link_cut)
 	struct world w;
 
 	world_init(&w, "e2e-cut", 160 * 1024 + 3);
-	tty = e2e_path(w.dir, "dev.tty");
-	events = e2e_path(w.dir, "dev.events");
+	tty = tdir_join(w.dir, "dev.tty");
+	events = tdir_join(w.dir, "dev.events");
 	args[1] = tty;
 	world_mock(&w, NULL);
 	linkemu_start(&w, &emu_p, emu);
@@ -99,8 +100,8 @@ START_TEST(test_link_cut)
 	world_gw_wait(&w, "SIM-001: Installed 2.0.0");
 	at = resumed_at(&w);
 	ck_assert_int_eq(world_gw_stop(&w), 0);
-	ck_assert_int_eq(e2e_stop(&emu_p, SIGTERM, E2E_TIMEOUT_MS), 0);
-	ck_assert_uint_ge(e2e_count(emu_p.log, "drops=1"), 1);
+	ck_assert_int_eq(tproc_stop(&emu_p, SIGTERM, E2E_TIMEOUT_MS), 0);
+	ck_assert_uint_ge(tfile_count(emu_p.log, "drops=1"), 1);
 
 	/* newest first: the resumed transfer, installed; the cut one, aborted at A bytes */
 	ck_assert_uint_eq(world_history(&w, "SIM-001", results, bytes, reasons, 4), 2);
@@ -113,8 +114,8 @@ START_TEST(test_link_cut)
 	ck_assert_int_ge(at, (long long)bytes[1]);
 	hello_at = event_number(events, "\"event\":\"hello\"", "\"resume_offset\":");
 	ck_assert_int_eq(hello_at, at);
-	e2e_proc_free(&dev);
-	e2e_proc_free(&emu_p);
+	tproc_free(&dev);
+	tproc_free(&emu_p);
 	free(tty);
 	free(events);
 	world_free(&w);
@@ -125,14 +126,14 @@ START_TEST(test_bit_errors)
 {
 	const char *emu[] = {"--ber", "2e-5", "--seed", "11", NULL};
 	const char *args[] = {"--tty", NULL, "--once", "--check-interval", "0", NULL};
-	struct e2e_proc emu_p = {0}, dev = {0};
+	struct tproc emu_p = {0}, dev = {0};
 	struct world w;
 	char *tty, *events;
 	long long flipped;
 
 	world_init(&w, "e2e-ber", 128 * 1024 + 1);
-	tty = e2e_path(w.dir, "dev.tty");
-	events = e2e_path(w.dir, "dev.events");
+	tty = tdir_join(w.dir, "dev.tty");
+	events = tdir_join(w.dir, "dev.events");
 	args[1] = tty;
 	world_mock(&w, NULL);
 	linkemu_start(&w, &emu_p, emu);
@@ -144,14 +145,14 @@ START_TEST(test_bit_errors)
 	ck_assert(world_installed(&w, "dev", "SIM-001"));
 	world_gw_wait(&w, "SIM-001: Installed 2.0.0");
 	ck_assert_int_eq(world_gw_stop(&w), 0);
-	ck_assert_int_eq(e2e_stop(&emu_p, SIGTERM, E2E_TIMEOUT_MS), 0);
+	ck_assert_int_eq(tproc_stop(&emu_p, SIGTERM, E2E_TIMEOUT_MS), 0);
 	flipped = event_number(emu_p.log, "linkemu:", " flipped=");
 	ck_assert_int_gt(flipped, 0);
 	ck_assert_int_gt(event_number(events, "\"event\":\"transfer\"", "\"bad_frames\":") +
 			     event_number(events, "\"event\":\"transfer\"", "\"rewinds\":"),
 	    0);
-	e2e_proc_free(&dev);
-	e2e_proc_free(&emu_p);
+	tproc_free(&dev);
+	tproc_free(&emu_p);
 	free(tty);
 	free(events);
 	world_free(&w);
@@ -161,22 +162,19 @@ END_TEST
 START_TEST(test_reboot_mid_transfer)
 {
 	const char *args[] = {"--unix", NULL, "--once", "--reboot-at-byte", "40000", NULL};
-	struct e2e_proc dev = {0};
+	struct tproc dev = {0};
 	struct world w;
-	char *sock, *events;
+	char *events;
 	long long at;
 
 	world_init(&w, "e2e-reboot", 128 * 1024 + 7);
-	sock = e2e_path(w.dir, "sim.sock");
-	events = e2e_path(w.dir, "dev.events");
-	args[1] = sock;
-	world_mock(&w, NULL);
-	world_config(&w, "", "[unix \"sim\"]\nlisten = @DIR@/sim.sock\n", NULL);
-	world_gw_start(&w);
+	events = tdir_join(w.dir, "dev.events");
+	args[1] = w.sock;
+	world_serve(&w, NULL, "", WORLD_UNIX_LINK);
 	world_devsim(&w, &dev, "dev", args);
 	world_devsim_exit(&w, &dev, 0);
 	ck_assert(world_installed(&w, "dev", "SIM-001"));
-	ck_assert_uint_ge(e2e_count(events, "\"event\":\"reboot\""), 1);
+	ck_assert_uint_ge(tfile_count(events, "\"event\":\"reboot\""), 1);
 	world_gw_wait(&w, "SIM-001: Resuming 2.0.0 at ");
 	world_gw_wait(&w, "SIM-001: Installed 2.0.0");
 	/* it resumed from its persisted state: past 0, not past where it rebooted */
@@ -185,8 +183,7 @@ START_TEST(test_reboot_mid_transfer)
 	ck_assert_int_le(at, 40000);
 	ck_assert_int_eq(event_number(events, "\"resume_offset\":", "\"resume_offset\":"), at);
 	ck_assert_int_eq(world_gw_stop(&w), 0);
-	e2e_proc_free(&dev);
-	free(sock);
+	tproc_free(&dev);
 	free(events);
 	world_free(&w);
 }
@@ -209,11 +206,5 @@ reliability_suite(void)
 int
 main(void)
 {
-	SRunner *sr = srunner_create(reliability_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return ck_main(reliability_suite());
 }

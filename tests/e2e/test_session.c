@@ -18,10 +18,10 @@
 
 #include <event2/event.h>
 
+#include "ck.h"
 #include "db.h"
 #include "devices.h"
 #include "download.h"
-#include "e2e.h"
 #include "fleet.h"
 #include "frame.h"
 #include "hex.h"
@@ -34,7 +34,14 @@
 #include "otadev.h"
 #include "session.h"
 #include "store.h"
+#include "tclock.h"
 #include "tcp.h"
+#include "tdata.h"
+#include "tdir.h"
+#include "tfile.h"
+#include "tloop.h"
+#include "tnet.h"
+#include "tpeer.h"
 #include "transport.h"
 #include "upstream.h"
 
@@ -59,65 +66,38 @@ static unsigned max_transfers = 8;
 
 /* --- the loop --- */
 
-static void
-tick_cb(evutil_socket_t fd, short what, void *arg)
-{
-	(void)fd;
-	(void)what;
-	(void)arg;
-}
-
-/* Runs the loop until cond(arg) holds; fails the test after timeout_ms. */
+/* Runs the loop until cond(arg) holds; fails the test (with the gateway's log) after
+ * timeout_ms. */
 static void
 run_until(bool (*cond)(void *arg), void *arg, unsigned timeout_ms, const char *what)
 {
-	uint64_t end = e2e_now_ms() + timeout_ms;
-	struct timeval tv = {0, 20000};
-	struct event *tick = event_new(base, -1, EV_PERSIST, tick_cb, NULL);
+	char *log;
 
-	event_add(tick, &tv);
-	while (!cond(arg)) {
-		if (e2e_now_ms() >= end) {
-			event_free(tick);
-			fflush(stderr);
-			e2e_dump("gateway log", e2e_path(dir, "log"));
-			ck_abort_msg("timed out waiting for %s", what);
-		}
-		event_base_loop(base, EVLOOP_ONCE);
-	}
-	event_free(tick);
+	if (tloop_until(base, cond, arg, timeout_ms))
+		return;
+	fflush(stderr);
+	log = tdir_join(dir, "log");
+	tfile_dump("gateway log", log);
+	free(log);
+	ck_abort_msg("timed out waiting for %s", what);
 }
 
 static void
 run_for(unsigned ms)
 {
-	uint64_t end = e2e_now_ms() + ms;
-	struct timeval tv = {0, 20000};
-	struct event *tick = event_new(base, -1, EV_PERSIST, tick_cb, NULL);
-
-	event_add(tick, &tv);
-	while (e2e_now_ms() < end)
-		event_base_loop(base, EVLOOP_ONCE);
-	event_free(tick);
+	tloop_for(base, ms);
 }
 
 static uint32_t
 now_ms(void)
 {
-	return (uint32_t)e2e_now_ms();
+	return (uint32_t)tclock_ms();
 }
 
 static int
 connect_unix(void)
 {
-	struct sockaddr_un sun = {.sun_family = AF_UNIX};
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-	ck_assert_int_ge(fd, 0);
-	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", sock_path);
-	ck_assert_int_eq(connect(fd, (struct sockaddr *)&sun, sizeof(sun)), 0);
-	ck_assert_int_eq(fcntl(fd, F_SETFL, O_NONBLOCK), 0);
-	return fd;
+	return tnet_connect_unix(sock_path, true);
 }
 
 /* --- a device on otadev --- */
@@ -396,119 +376,21 @@ tdev_flash_ok(const struct tdev *d)
 {
 	char sha[65];
 
-	e2e_sha256_hex(d->flash, IMAGE_SIZE, sha);
+	tdata_sha256(d->flash, IMAGE_SIZE, NULL, sha);
 	return strcmp(sha, image_sha) == 0;
 }
 
-/* --- a raw peer, for what no honest device sends --- */
+/* --- a raw peer (tpeer.h), for what no honest device sends --- */
 
-struct peer {
-	int fd;
-	struct frame_decoder dec;
-	uint8_t buf[FRAME_MSG_MAX + FRAME_CRC_LEN];
-	uint8_t last[FRAME_MSG_MAX];
-	size_t last_len;
-	unsigned counts[256];
-};
-
+/* Runs the loop until the peer got count messages of type; decodes the last one into m. */
 static void
-peer_open(struct peer *p)
+peer_wait(struct tpeer *p, uint8_t type, unsigned count, struct msg *m)
 {
-	memset(p, 0, sizeof(*p));
-	p->fd = connect_unix();
-	frame_decoder_init(&p->dec, p->buf, sizeof(p->buf));
-}
+	struct tpeer_wait w = {p, type, count};
 
-static void
-peer_send(struct peer *p, const uint8_t *msg, size_t len)
-{
-	uint8_t out[FRAME_ENCODED_MAX(FRAME_MSG_MAX) + 1];
-	size_t n = frame_encode(msg, len, out + 1, sizeof(out) - 1);
-
-	ck_assert_uint_gt(n, 0);
-	out[0] = 0;
-	ck_assert_int_eq(write(p->fd, out, n + 1), (ssize_t)(n + 1));
-}
-
-/* Reads what arrived; remembers the last message of each type. */
-static void
-peer_poll(struct peer *p)
-{
-	uint8_t in[8192];
-	const uint8_t *msg;
-	size_t off = 0, used, mlen;
-	ssize_t n = read(p->fd, in, sizeof(in));
-
-	while (n > 0 && off < (size_t)n) {
-		if (frame_decoder_feed(&p->dec, in + off, (size_t)n - off, &used, &msg, &mlen) ==
-		    FRAME_MSG) {
-			p->counts[msg[0]]++;
-			memcpy(p->last, msg, mlen);
-			p->last_len = mlen;
-		}
-		off += used;
-	}
-}
-
-struct peer_wait {
-	struct peer *p;
-	uint8_t type;
-	unsigned count;
-};
-
-static bool
-peer_has(void *arg)
-{
-	struct peer_wait *w = arg;
-
-	peer_poll(w->p);
-	return w->p->counts[w->type] >= w->count;
-}
-
-/* Runs the loop until the peer got count messages of type; returns the last one decoded. */
-static void
-peer_wait(struct peer *p, uint8_t type, unsigned count, struct msg *m)
-{
-	struct peer_wait w = {p, type, count};
-
-	run_until(peer_has, &w, TIMEOUT_MS, "a message to the raw peer");
+	run_until(tpeer_has, &w, TIMEOUT_MS, "a message to the raw peer");
 	if (m != NULL)
-		ck_assert_int_eq(msg_decode_to_device(p->last, p->last_len, m), MSG_OK);
-}
-
-static void
-peer_hello(struct peer *p, const char *serial, const char *version)
-{
-	uint8_t out[MSG_HELLO_MAX];
-	struct msg_hello h = {
-	    .proto_version = 1,
-	    .max_payload = 256,
-	    .window = 2,
-	    .serial = {serial, (uint8_t)strlen(serial)},
-	    .hardware_version = {"evt", 3},
-	    .software_type = {"app", 3},
-	    .current_version = {version, (uint8_t)strlen(version)},
-	};
-	size_t n = msg_encode_hello(&h, out, sizeof(out));
-
-	ck_assert_uint_gt(n, 0);
-	peer_send(p, out, n);
-}
-
-static void
-peer_ack(struct peer *p, uint32_t offset, uint32_t limit)
-{
-	uint8_t out[MSG_ACK_LEN];
-	struct msg_ack a = {offset, limit, 0, 0};
-
-	ck_assert_uint_eq(msg_encode_ack(&a, out, sizeof(out)), MSG_ACK_LEN);
-	peer_send(p, out, MSG_ACK_LEN);
-}
-
-static void
-peer_close(struct peer *p)
-{
-	close(p->fd);
+		tpeer_last(p, type, m);
 }
 
 /* --- the gateway --- */
@@ -544,22 +426,18 @@ gateway_start(const char *base_url)
 	struct sessions_config ssc = {
 	    .max_transfers = max_transfers, .session_memory = 65536, .answer_cache_s = 3600};
 	char err[512], *dbp, *cache, *logp;
-	int fd;
 
-	dir = e2e_tmpdir("session");
-	logp = e2e_path(dir, "log");
-	fd = open(logp, O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0600);
-	ck_assert_int_ge(fd, 0);
-	ck_assert_int_eq(dup2(fd, STDERR_FILENO), STDERR_FILENO);
-	close(fd);
+	dir = tdir_new("session");
+	logp = tdir_join(dir, "log");
+	tfile_capture_stderr(logp);
 	free(logp);
 	log_open("test", LOG_LEVEL_DEBUG, false);
 
 	base = event_base_new();
 	mf = mockmf_new(base, &mo);
 	ck_assert_ptr_nonnull(mf);
-	e2e_fill(image, sizeof(image), 7);
-	e2e_sha256_hex(image, sizeof(image), image_sha);
+	tdata_image(image, sizeof(image), 7);
+	tdata_sha256(image, sizeof(image), NULL, image_sha);
 	ck_assert_int_eq(mockmf_add_payload(mf, "fw.bin", image, sizeof(image)), 0);
 	ck_assert_int_eq(mockmf_add_release(mf, &(struct mockmf_release){.hardware_version = "evt",
 						    .software_type = "app",
@@ -573,8 +451,8 @@ gateway_start(const char *base_url)
 	mc.project_key = KEY;
 	mc.timeout_s = 10;
 	ck_assert_int_eq(memfault_new(http, &mc, &client, err, sizeof(err)), 0);
-	dbp = e2e_path(dir, "otagw.db");
-	cache = e2e_path(dir, "cache");
+	dbp = tdir_join(dir, "otagw.db");
+	cache = tdir_join(dir, "cache");
 	sc.db_path = dbp;
 	sc.cache_dir = cache;
 	sc.max_bytes = 16 << 20;
@@ -587,7 +465,7 @@ gateway_start(const char *base_url)
 	ck_assert_int_eq(fleet_load(fleet, store_db(st)), 0);
 	ck_assert_int_eq(sessions_new(base, st, fleet, &ssc, &sm), 0);
 	sessions_set_upstream(sm, up, dm);
-	sock_path = e2e_path(dir, "gw.sock");
+	sock_path = tdir_join(dir, "gw.sock");
 	ck_assert_int_eq(tcp_listener_new(base, TRANSPORT_KIND_UNIX, sock_path, NULL, on_accept,
 			     NULL, &listener),
 	    0);
@@ -616,12 +494,12 @@ teardown(void)
 	event_base_free(base);
 	fflush(stderr);
 	{
-		char *logp = e2e_path(dir, "log");
+		char *logp = tdir_join(dir, "log");
 
-		ck_assert_uint_eq(e2e_count(logp, KEY), 0); /* never the key */
+		ck_assert_uint_eq(tfile_count(logp, KEY), 0); /* never the key */
 		if (getenv("OTAGW_TEST_LOG") != NULL) {
 			/* what the operator would have seen, for a look after the run */
-			char *text = e2e_read(logp, NULL);
+			char *text = tfile_read(logp, NULL);
 			FILE *f = fopen(getenv("OTAGW_TEST_LOG"), "a");
 
 			if (f != NULL && text != NULL)
@@ -632,7 +510,7 @@ teardown(void)
 		}
 		free(logp);
 	}
-	e2e_rmrf(dir);
+	tdir_rmrf(dir);
 	free(dir);
 	free(sock_path);
 }
@@ -758,7 +636,7 @@ END_TEST
 START_TEST(test_bad_input)
 {
 	struct sessions_stats ss;
-	struct peer p;
+	struct tpeer p;
 	struct msg m;
 	uint8_t hello[64] = {MSG_HELLO, 1, 0, 0, 0, 0, 1, 4, 100, 0};
 	size_t n = MSG_HELLO_FIXED;
@@ -766,7 +644,7 @@ START_TEST(test_bad_input)
 	uint8_t bad_ack[5] = {MSG_ACK, 0, 0, 0, 0};
 	uint8_t unknown[3] = {0x42, 1, 2};
 
-	peer_open(&p);
+	tpeer_open(&p, sock_path);
 	/* a serial with a space: BAD_IDENTITY, retry in an hour */
 	hello[n++] = (uint8_t)strlen(serial);
 	memcpy(hello + n, serial, strlen(serial));
@@ -779,55 +657,55 @@ START_TEST(test_bad_input)
 	n += 3;
 	hello[n++] = 1;
 	hello[n++] = '1';
-	peer_send(&p, hello, n);
+	tpeer_send(&p, hello, n);
 	peer_wait(&p, MSG_ERROR, 1, &m);
 	ck_assert_uint_eq(m.u.error.code, MSG_ERROR_BAD_IDENTITY);
 	ck_assert_uint_eq(m.u.error.retry_after_s, 3600);
 
 	/* protocol version 0 */
 	hello[1] = 0;
-	peer_send(&p, hello, n);
+	tpeer_send(&p, hello, n);
 	peer_wait(&p, MSG_ERROR, 2, &m);
 	ck_assert_uint_eq(m.u.error.code, MSG_ERROR_UNSUPPORTED_VERSION);
 
 	/* a truncated ACK: BAD_MESSAGE; an unknown type: ignored */
-	peer_send(&p, unknown, sizeof(unknown));
-	peer_send(&p, bad_ack, sizeof(bad_ack));
+	tpeer_send(&p, unknown, sizeof(unknown));
+	tpeer_send(&p, bad_ack, sizeof(bad_ack));
 	peer_wait(&p, MSG_ERROR, 3, &m);
 	ck_assert_uint_eq(m.u.error.code, MSG_ERROR_BAD_MESSAGE);
 	/* garbage that is no frame at all */
 	ck_assert_int_eq(write(p.fd, "\x01\x02\x03\x00", 4), 4);
 	run_for(100);
-	peer_poll(&p);
+	tpeer_poll(&p);
 	ck_assert_uint_eq(p.counts[MSG_ERROR], 3);
 	sessions_get_stats(sm, &ss);
 	ck_assert_uint_eq(ss.bad_messages, 3);
 
 	/* an ACK outside any transfer: the gateway asks for a HELLO */
-	peer_ack(&p, 0, 1024);
+	tpeer_ack(&p, 0, 1024);
 	peer_wait(&p, MSG_SOLICIT, 1, NULL);
-	peer_close(&p);
+	tpeer_close(&p);
 
 	/* a RESULT from a device the gateway does not know yet (it restarted while the device
 	 * was verifying): asked who it is, not answered DONE, so the result gets recorded */
-	peer_open(&p);
+	tpeer_open(&p, sock_path);
 	{
 		uint8_t out[MSG_RESULT_MAX], sha[32] = {1};
 		struct msg_result r = {.status = MSG_STATUS_OK, .sha256 = sha, .bytes_received = 9};
 
-		peer_send(&p, out, msg_encode_result(&r, out, sizeof(out)));
+		tpeer_send(&p, out, msg_encode_result(&r, out, sizeof(out)));
 	}
 	peer_wait(&p, MSG_SOLICIT, 1, NULL);
 	ck_assert_uint_eq(p.counts[MSG_DONE], 0);
-	peer_close(&p);
+	tpeer_close(&p);
 
 	/* the log names the link and what was wrong */
 	fflush(stderr);
 	{
-		char *logp = e2e_path(dir, "log");
+		char *logp = tdir_join(dir, "log");
 
-		ck_assert_uint_eq(e2e_count(logp, "device_serial 'GW 1'"), 1);
-		ck_assert_uint_eq(e2e_count(logp, "; answered ERROR "), 3);
+		ck_assert_uint_eq(tfile_count(logp, "device_serial 'GW 1'"), 1);
+		ck_assert_uint_eq(tfile_count(logp, "; answered ERROR "), 3);
 		free(logp);
 	}
 }
@@ -841,6 +719,15 @@ tdev_past(void *arg)
 	return d->stored_offset >= 16384;
 }
 
+/* The gateway has seen the device (serial arg) go and failed its transfer. */
+static bool
+dev_cut_off(void *arg)
+{
+	const struct fleet_device *d = fleet_dev(arg);
+
+	return !d->connected && d->state == FLEET_STATE_FAILED;
+}
+
 START_TEST(test_resume_after_cut)
 {
 	struct tdev *d = tdev_new("DEV-4", "1.0.0");
@@ -850,7 +737,7 @@ START_TEST(test_resume_after_cut)
 
 	run_until(tdev_past, d, TIMEOUT_MS, "16 KiB stored");
 	tdev_cut(d);
-	run_for(200); /* the gateway notices */
+	run_until(dev_cut_off, "DEV-4", TIMEOUT_MS, "the gateway to notice the cut");
 	ck_assert_uint_eq(history_of("DEV-4", &h), 1);
 	ck_assert_int_eq(h[0].result, HISTORY_RESULT_ABORTED);
 	ck_assert_msg(strncmp(h[0].reason, "Disconnected at ", 16) == 0, "%s", h[0].reason);
@@ -872,7 +759,7 @@ START_TEST(test_resume_after_cut)
 	free(h);
 	fflush(stderr);
 	{
-		char *logp = e2e_path(dir, "log"), *text = e2e_read(logp, NULL), *at;
+		char *logp = tdir_join(dir, "log"), *text = tfile_read(logp, NULL), *at;
 		unsigned long from;
 
 		at = strstr(text, "Resuming 2.0.0 at ");
@@ -922,18 +809,18 @@ END_TEST
 START_TEST(test_bad_offset)
 {
 	struct history_entry *h;
-	struct peer p;
+	struct tpeer p;
 	struct msg m;
 	uint32_t size;
 
-	peer_open(&p);
-	peer_hello(&p, "EVIL-1", "1.0.0");
+	tpeer_open(&p, sock_path);
+	tpeer_hello(&p, "EVIL-1", "evt", "app", "1.0.0", 256);
 	peer_wait(&p, MSG_OFFER, 1, &m);
 	size = m.u.offer.size;
 	ck_assert_uint_eq(size, IMAGE_SIZE);
 	ck_assert_uint_eq(m.u.offer.max_payload, 256);
 	/* an offset past the end of the image */
-	peer_ack(&p, size + 4096, size + 8192);
+	tpeer_ack(&p, size + 4096, size + 8192);
 	peer_wait(&p, MSG_ERROR, 1, &m);
 	ck_assert_uint_eq(m.u.error.code, MSG_ERROR_BAD_OFFSET);
 	ck_assert_uint_eq(history_of("EVIL-1", &h), 1);
@@ -941,14 +828,14 @@ START_TEST(test_bad_offset)
 	free(h);
 
 	/* again, within the image but beyond anything sent */
-	peer_hello(&p, "EVIL-1", "1.0.0");
+	tpeer_hello(&p, "EVIL-1", "evt", "app", "1.0.0", 256);
 	peer_wait(&p, MSG_OFFER, 2, NULL);
-	peer_ack(&p, 0, 512);
+	tpeer_ack(&p, 0, 512);
 	peer_wait(&p, MSG_DATA, 2, NULL);
-	peer_ack(&p, 20000, 30000);
+	tpeer_ack(&p, 20000, 30000);
 	peer_wait(&p, MSG_ERROR, 2, &m);
 	ck_assert_uint_eq(m.u.error.code, MSG_ERROR_BAD_OFFSET);
-	peer_close(&p);
+	tpeer_close(&p);
 }
 END_TEST
 
@@ -957,21 +844,21 @@ START_TEST(test_lying_result)
 	uint8_t out[MSG_RESULT_MAX], sha[32], other[32];
 	struct history_entry *h;
 	struct msg_result r;
-	struct peer p;
+	struct tpeer p;
 	struct msg m;
 	size_t n;
 
-	peer_open(&p);
-	peer_hello(&p, "EVIL-2", "1.0.0");
+	tpeer_open(&p, sock_path);
+	tpeer_hello(&p, "EVIL-2", "evt", "app", "1.0.0", 256);
 	peer_wait(&p, MSG_OFFER, 1, &m);
 	memcpy(sha, m.u.offer.sha256, 32);
-	peer_ack(&p, 0, 256);
+	tpeer_ack(&p, 0, 256);
 	peer_wait(&p, MSG_DATA, 1, NULL);
 	/* "verified" after one frame */
 	r = (struct msg_result){
 	    .status = MSG_STATUS_OK, .sha256 = sha, .bytes_received = IMAGE_SIZE};
 	n = msg_encode_result(&r, out, sizeof(out));
-	peer_send(&p, out, n);
+	tpeer_send(&p, out, n);
 	peer_wait(&p, MSG_ERROR, 1, &m);
 	ck_assert_uint_eq(m.u.error.code, MSG_ERROR_ABORTED);
 	ck_assert_uint_eq(history_of("EVIL-2", &h), 1);
@@ -983,12 +870,12 @@ START_TEST(test_lying_result)
 	memset(other, 0x5a, sizeof(other));
 	r.sha256 = other;
 	n = msg_encode_result(&r, out, sizeof(out));
-	peer_send(&p, out, n);
+	tpeer_send(&p, out, n);
 	peer_wait(&p, MSG_DONE, 1, &m);
 	ck_assert_int_eq(memcmp(m.u.done.sha256, other, 32), 0);
 	ck_assert_uint_eq(history_of("EVIL-2", &h), 1);
 	free(h);
-	peer_close(&p);
+	tpeer_close(&p);
 }
 END_TEST
 
@@ -1023,7 +910,7 @@ START_TEST(test_unreachable)
 	char url[64];
 
 	teardown();
-	snprintf(url, sizeof(url), "https://127.0.0.1:%u", e2e_free_port());
+	snprintf(url, sizeof(url), "https://127.0.0.1:%u", tnet_free_port());
 	gateway_start(url);
 	d = tdev_new("DEV-9", "1.0.0");
 	run_until(tdev_error, d, TIMEOUT_MS, "ERROR");
@@ -1079,29 +966,29 @@ END_TEST
 START_TEST(test_takeover)
 {
 	struct sessions_stats ss;
-	struct peer a, b;
+	struct tpeer a, b;
 	struct msg m;
 
-	peer_open(&a);
-	peer_hello(&a, "TWIN", "1.0.0");
+	tpeer_open(&a, sock_path);
+	tpeer_hello(&a, "TWIN", "evt", "app", "1.0.0", 256);
 	peer_wait(&a, MSG_OFFER, 1, &m);
-	peer_ack(&a, 0, 256);
+	tpeer_ack(&a, 0, 256);
 	peer_wait(&a, MSG_DATA, 1, NULL);
 	/* the same serial on another link takes over */
-	peer_open(&b);
-	peer_hello(&b, "TWIN", "1.0.0");
+	tpeer_open(&b, sock_path);
+	tpeer_hello(&b, "TWIN", "evt", "app", "1.0.0", 256);
 	peer_wait(&b, MSG_OFFER, 1, &m);
 	sessions_get_stats(sm, &ss);
 	ck_assert_uint_eq(ss.active, 1);
 	ck_assert_uint_eq(ss.transfers, 1);
 	ck_assert(fleet_dev("TWIN")->connected);
 	/* the old link's ACKs now only get a SOLICIT */
-	peer_ack(&a, 256, 512);
+	tpeer_ack(&a, 256, 512);
 	peer_wait(&a, MSG_SOLICIT, 1, NULL);
-	peer_close(&a);
+	tpeer_close(&a);
 	run_for(100);
 	ck_assert(fleet_dev("TWIN")->connected);
-	peer_close(&b);
+	tpeer_close(&b);
 }
 END_TEST
 
@@ -1184,11 +1071,5 @@ session_suite(void)
 int
 main(void)
 {
-	SRunner *sr = srunner_create(session_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return ck_main(session_suite());
 }

@@ -22,19 +22,20 @@ world_init(struct world *w, const char *tag, size_t size)
 
 	memset(w, 0, sizeof(*w));
 	ck_assert_ptr_nonnull(img);
-	w->dir = e2e_tmpdir(tag);
+	w->dir = tdir_new(tag);
+	w->sock = tdir_join(w->dir, "sim.sock");
 	w->size = size;
-	e2e_fill(img, size, (uint32_t)size);
-	e2e_sha256_hex(img, size, w->sha);
-	w->fw = e2e_path(w->dir, "fw.bin");
-	e2e_write(w->fw, 0644, img, size);
+	tdata_image(img, size, (uint32_t)size);
+	tdata_sha256(img, size, NULL, w->sha);
+	w->fw = tdir_join(w->dir, "fw.bin");
+	tfile_write(w->fw, 0644, img, size);
 	free(img);
-	w->conf = e2e_path(w->dir, "otagw.conf");
-	w->gw_log = e2e_path(w->dir, "otagwd.log");
+	w->conf = tdir_join(w->dir, "otagw.conf");
+	w->gw_log = tdir_join(w->dir, "otagwd.log");
 	{
-		char *key = e2e_path(w->dir, "key");
+		char *key = tdir_join(w->dir, "key");
 
-		e2e_write(key, 0600, WORLD_KEY "\n", 0);
+		tfile_write_str(key, 0600, WORLD_KEY "\n");
 		free(key);
 	}
 }
@@ -53,8 +54,8 @@ world_dump_all(struct world *w)
 
 		if (n < 5 || strcmp(de->d_name + n - 4, ".log") != 0)
 			continue;
-		p = e2e_path(w->dir, de->d_name);
-		e2e_dump(de->d_name, p);
+		p = tdir_join(w->dir, de->d_name);
+		tfile_dump(de->d_name, p);
 		free(p);
 	}
 	closedir(d);
@@ -71,8 +72,8 @@ world_fail(struct world *w, const char *msg)
 void
 world_mock(struct world *w, const char *scenario)
 {
-	char *info = e2e_path(w->dir, "mock.json"), *log = e2e_path(w->dir, "mockmf.log");
-	char *scen = e2e_path(w->dir, "scenario.json"), release[256], payload[600];
+	char *info = tdir_join(w->dir, "mock.json"), *log = tdir_join(w->dir, "mockmf.log");
+	char *scen = tdir_join(w->dir, "scenario.json"), release[256], payload[600];
 	char *argv[16];
 	json_error_t err;
 	json_t *j = NULL;
@@ -81,7 +82,7 @@ world_mock(struct world *w, const char *scenario)
 
 	snprintf(payload, sizeof(payload), "fw.bin=%s", w->fw);
 	snprintf(release, sizeof(release), WORLD_HW ":" WORLD_SWTYPE ":" WORLD_VERSION ":fw.bin");
-	argv[n++] = (char *)e2e_prog("OTAGW_MOCKMF");
+	argv[n++] = (char *)tproc_prog("OTAGW_MOCKMF");
 	argv[n++] = "-k";
 	argv[n++] = WORLD_KEY;
 	argv[n++] = "-P";
@@ -91,18 +92,18 @@ world_mock(struct world *w, const char *scenario)
 	argv[n++] = "-i";
 	argv[n++] = info;
 	if (scenario != NULL) {
-		e2e_write(scen, 0644, scenario, 0);
+		tfile_write_str(scen, 0644, scenario);
 		argv[n++] = "-s";
 		argv[n++] = scen;
 	}
 	argv[n] = NULL;
 	unlink(info);
-	e2e_spawn(&w->mock, "mockmf", argv, log, NULL);
-	end = e2e_now_ms() + E2E_TIMEOUT_MS;
+	tproc_spawn_log(&w->mock, "mockmf", argv, log, NULL);
+	end = tclock_ms() + E2E_TIMEOUT_MS;
 	while ((j = json_load_file(info, 0, &err)) == NULL) {
-		if (!e2e_running(&w->mock) || e2e_now_ms() > end)
+		if (!tproc_running(&w->mock) || tclock_ms() > end)
 			world_fail(w, "the Memfault stand-in did not start");
-		e2e_sleep_ms(20);
+		tclock_sleep_ms(20);
 	}
 	snprintf(w->base_url, sizeof(w->base_url), "%s",
 	    json_string_value(json_object_get(j, "base_url")));
@@ -114,56 +115,32 @@ world_mock(struct world *w, const char *scenario)
 	free(scen);
 }
 
-/* Replaces every "@DIR@" in s with the world's directory. */
-static char *
-world_subst(struct world *w, const char *s)
-{
-	size_t dl = strlen(w->dir), n = 0;
-	const char *p;
-	char *out, *o;
-
-	for (p = s; (p = strstr(p, "@DIR@")) != NULL; p += 5)
-		n++;
-	out = malloc(strlen(s) + n * dl + 1);
-	ck_assert_ptr_nonnull(out);
-	for (o = out, p = s; *p != '\0';) {
-		if (strncmp(p, "@DIR@", 5) == 0) {
-			memcpy(o, w->dir, dl);
-			o += dl;
-			p += 5;
-		} else {
-			*o++ = *p++;
-		}
-	}
-	*o = '\0';
-	return out;
-}
-
 void
 world_config(struct world *w, const char *general, const char *links, const char *base_url)
 {
-	char *text, *t;
-
 	/* Tests talk only to buses they start: without a [dbus] section of the test's own, otagwd
 	 * must not reach for the machine's system bus. */
-	ck_assert_int_gt(asprintf(&text,
-			     "[general]\nstate_dir = @DIR@/state\ncache_dir = @DIR@/cache\n"
-			     "cache_max = 64M\n%s\n"
-			     "[memfault]\nproject_key_file = @DIR@/key\nbase_url = %s\n"
-			     "ca_file = %s\nrequest_timeout = 10s\n\n%s\n%s",
-			     general, base_url != NULL ? base_url : w->base_url, w->ca_file, links,
-			     strstr(links, "[dbus]") == NULL ? "[dbus]\nbus = none\n" : ""),
-	    0);
-	t = world_subst(w, text);
-	e2e_write(w->conf, 0600, t, 0);
-	free(t);
-	free(text);
+	tfile_template(w->conf, 0600, w->dir,
+	    "[general]\nstate_dir = @DIR@/state\ncache_dir = @DIR@/cache\n"
+	    "cache_max = 64M\n%s\n"
+	    "[memfault]\nproject_key_file = @DIR@/key\nbase_url = %s\n"
+	    "ca_file = %s\nrequest_timeout = 10s\n\n%s\n%s",
+	    general, base_url != NULL ? base_url : w->base_url, w->ca_file, links,
+	    strstr(links, "[dbus]") == NULL ? "[dbus]\nbus = none\n" : "");
+}
+
+void
+world_serve(struct world *w, const char *scenario, const char *general, const char *links)
+{
+	world_mock(w, scenario);
+	world_config(w, general, links, NULL);
+	world_gw_start(w);
 }
 
 void
 world_gw_start(struct world *w)
 {
-	char *argv[] = {(char *)e2e_prog("OTAGWD"), "-c", w->conf, "-v", NULL};
+	char *argv[] = {(char *)tproc_prog("OTAGWD"), "-c", w->conf, "-v", NULL};
 	char mark[64];
 
 	/* the log accumulates over restarts: waits start after this run's marker */
@@ -175,8 +152,8 @@ world_gw_start(struct world *w)
 		fputs(mark, f);
 		fclose(f);
 	}
-	e2e_spawn(&w->gwd, "otagwd", argv, w->gw_log, NULL);
-	if (!e2e_wait_log(&w->gwd, mark, &w->gw_at, E2E_TIMEOUT_MS))
+	tproc_spawn_log(&w->gwd, "otagwd", argv, w->gw_log, NULL);
+	if (!tproc_wait_out(&w->gwd, mark, &w->gw_at, E2E_TIMEOUT_MS))
 		world_fail(w, "otagwd's log did not start");
 	world_gw_wait(w, " ready (");
 }
@@ -186,31 +163,31 @@ world_gw_wait(struct world *w, const char *needle)
 {
 	char msg[512];
 
-	if (e2e_wait_log(&w->gwd, needle, &w->gw_at, E2E_TIMEOUT_MS))
+	if (tproc_wait_out(&w->gwd, needle, &w->gw_at, E2E_TIMEOUT_MS))
 		return;
 	snprintf(msg, sizeof(msg), "otagwd did not log \"%s\"%s", needle,
-	    e2e_running(&w->gwd) ? "" : " (it exited)");
+	    tproc_running(&w->gwd) ? "" : " (it exited)");
 	world_fail(w, msg);
 }
 
 int
 world_gw_stop(struct world *w)
 {
-	int r = e2e_stop(&w->gwd, SIGTERM, E2E_TIMEOUT_MS);
+	int r = tproc_stop(&w->gwd, SIGTERM, E2E_TIMEOUT_MS);
 
-	e2e_proc_free(&w->gwd);
+	tproc_free(&w->gwd);
 	return r;
 }
 
 void
-world_devsim(struct world *w, struct e2e_proc *p, const char *name, const char *const *args)
+world_devsim(struct world *w, struct tproc *p, const char *name, const char *const *args)
 {
-	char *state = e2e_path(w->dir, name), *events, *log, *argv[48];
+	char *state = tdir_join(w->dir, name), *events, *log, *argv[48];
 	size_t n = 0, i;
 
 	ck_assert_int_gt(asprintf(&events, "%s/%s.events", w->dir, name), 0);
 	ck_assert_int_gt(asprintf(&log, "%s/%s.log", w->dir, name), 0);
-	argv[n++] = (char *)e2e_prog("OTAGW_DEVSIM");
+	argv[n++] = (char *)tproc_prog("OTAGW_DEVSIM");
 	argv[n++] = "--state-dir";
 	argv[n++] = state;
 	argv[n++] = "--events";
@@ -220,16 +197,16 @@ world_devsim(struct world *w, struct e2e_proc *p, const char *name, const char *
 	for (i = 0; args != NULL && args[i] != NULL && n < 46; i++)
 		argv[n++] = (char *)args[i];
 	argv[n] = NULL;
-	e2e_spawn(p, name, argv, log, NULL);
+	tproc_spawn_log(p, name, argv, log, NULL);
 	free(state);
 	free(events);
 	free(log);
 }
 
 void
-world_devsim_exit(struct world *w, struct e2e_proc *p, int want)
+world_devsim_exit(struct world *w, struct tproc *p, int want)
 {
-	int r = e2e_wait_exit(p, E2E_TIMEOUT_MS);
+	int r = tproc_wait_exit(p, E2E_TIMEOUT_MS);
 	char msg[128];
 
 	if (r == want)
@@ -238,13 +215,28 @@ world_devsim_exit(struct world *w, struct e2e_proc *p, int want)
 	world_fail(w, msg);
 }
 
+void
+world_device_once(struct world *w, const char *name, const char *serial, const char *const *extra)
+{
+	const char *args[24] = {"--unix", w->sock, "--serial", serial, "--once"};
+	struct tproc p = {0};
+	size_t n = 5, i;
+
+	for (i = 0; extra != NULL && extra[i] != NULL && n < 23; i++)
+		args[n++] = extra[i];
+	args[n] = NULL;
+	world_devsim(w, &p, name, args);
+	world_devsim_exit(w, &p, 0);
+	tproc_free(&p);
+}
+
 bool
 world_installed(struct world *w, const char *name, const char *serial)
 {
 	char path[1024], sha[65];
 
 	snprintf(path, sizeof(path), "%s/%s/%s/installed.bin", w->dir, name, serial);
-	return e2e_sha256_file(path, sha) && strcmp(sha, w->sha) == 0;
+	return tdata_sha256_file(path, sha) && strcmp(sha, w->sha) == 0;
 }
 
 size_t
@@ -276,13 +268,14 @@ void
 world_free(struct world *w)
 {
 	if (w->gwd.pid > 0)
-		e2e_stop(&w->gwd, SIGTERM, E2E_TIMEOUT_MS);
-	e2e_proc_free(&w->gwd);
+		tproc_stop(&w->gwd, SIGTERM, E2E_TIMEOUT_MS);
+	tproc_free(&w->gwd);
 	if (w->mock.pid > 0)
-		e2e_stop(&w->mock, SIGTERM, E2E_TIMEOUT_MS);
-	e2e_proc_free(&w->mock);
-	e2e_rmrf(w->dir);
+		tproc_stop(&w->mock, SIGTERM, E2E_TIMEOUT_MS);
+	tproc_free(&w->mock);
+	tdir_rmrf(w->dir);
 	free(w->dir);
+	free(w->sock);
 	free(w->fw);
 	free(w->conf);
 	free(w->gw_log);

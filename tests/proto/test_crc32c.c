@@ -3,6 +3,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "ck.h"
 #include "crc32c.h"
 
 START_TEST(check_value)
@@ -47,16 +48,10 @@ main(void)
 {
 	Suite *s = suite_create("crc32c");
 	TCase *tc = tcase_create("crc32c");
-	SRunner *sr;
-	int failed;
 
 	tcase_add_test(tc, check_value);
 	tcase_add_test(tc, rfc3720_vectors);
 	tcase_add_test(tc, chaining);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+	return ck_main(s);
 }

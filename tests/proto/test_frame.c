@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ck.h"
 #include "crc32c.h"
 #include "frame.h"
 
@@ -351,8 +352,6 @@ main(void)
 {
 	Suite *s = suite_create("frame");
 	TCase *tc = tcase_create("frame");
-	SRunner *sr;
-	int failed;
 
 	tcase_add_loop_test(
 	    tc, round_trip, 0, (int)(sizeof(round_trip_lens) / sizeof(round_trip_lens[0])));
@@ -364,9 +363,5 @@ main(void)
 	    tc, every_bit_flip_detected, 0, (int)(sizeof(flip_lens) / sizeof(flip_lens[0])));
 	tcase_add_test(tc, resync_after_garbage);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+	return ck_main(s);
 }

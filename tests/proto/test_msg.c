@@ -4,6 +4,7 @@
 #include <check.h>
 #include <string.h>
 
+#include "ck.h"
 #include "msg.h"
 #include "vectors.h"
 
@@ -412,8 +413,6 @@ main(void)
 {
 	Suite *s = suite_create("msg");
 	TCase *tc = tcase_create("msg");
-	SRunner *sr;
-	int failed;
 
 	tcase_add_test(tc, round_trip_every_vector);
 	tcase_add_test(tc, decoded_fields);
@@ -425,9 +424,5 @@ main(void)
 	tcase_add_test(tc, unknown_and_empty);
 	tcase_add_test(tc, random_input);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+	return ck_main(s);
 }

@@ -6,6 +6,7 @@
 #include <check.h>
 #include <string.h>
 
+#include "ck.h"
 #include "otadev.h"
 
 #define IMG_MAX 20000
@@ -750,8 +751,6 @@ main(void)
 {
 	Suite *s = suite_create("otadev");
 	TCase *tc = tcase_create("otadev");
-	SRunner *sr;
-	int failed;
 
 	tcase_add_test(tc, config_and_identity_errors);
 	tcase_add_test(tc, hello_backoff);
@@ -768,9 +767,5 @@ main(void)
 	tcase_add_loop_test(tc, packet_link, 0, 2);
 	tcase_add_test(tc, line_noise);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+	return ck_main(s);
 }

@@ -4,6 +4,7 @@
 #include <check.h>
 #include <string.h>
 
+#include "ck.h"
 #include "sender.h"
 
 static struct sender s;
@@ -349,8 +350,6 @@ main(void)
 {
 	Suite *su = suite_create("sender");
 	TCase *tc = tcase_create("sender");
-	SRunner *sr;
-	int failed;
 
 	tcase_add_test(tc, config_bounds);
 	tcase_add_test(tc, starts_at_the_request);
@@ -363,9 +362,5 @@ main(void)
 	tcase_add_test(tc, clock_wraps);
 	tcase_add_test(tc, payload_follows_error_rate);
 	suite_add_tcase(su, tc);
-	sr = srunner_create(su);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+	return ck_main(su);
 }

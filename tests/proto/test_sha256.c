@@ -5,23 +5,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ck.h"
+#include "tdata.h"
 #include "otadev_sha256.h"
 
 static uint8_t data[1 << 20];
-
-static void
-fill(void)
-{
-	uint32_t x = 2463534242u;
-	size_t i;
-
-	for (i = 0; i < sizeof(data); i++) {
-		x ^= x << 13;
-		x ^= x >> 17;
-		x ^= x << 5;
-		data[i] = (uint8_t)x;
-	}
-}
 
 static void
 check_len(size_t n, size_t chunk)
@@ -42,7 +30,7 @@ START_TEST(lengths)
 {
 	size_t n;
 
-	fill();
+	tdata_fill(data, sizeof(data), 1);
 	for (n = 0; n <= 300; n++)
 		check_len(n, n ? n : 1);
 	check_len(sizeof(data), sizeof(data));
@@ -55,7 +43,7 @@ START_TEST(splits)
 	static const size_t chunks[] = {1, 3, 55, 56, 63, 64, 65, 127, 1000};
 	size_t i;
 
-	fill();
+	tdata_fill(data, sizeof(data), 1);
 	for (i = 0; i < sizeof(chunks) / sizeof(chunks[0]); i++)
 		check_len(10007, chunks[i]);
 }
@@ -81,16 +69,10 @@ main(void)
 {
 	Suite *s = suite_create("sha256");
 	TCase *tc = tcase_create("sha256");
-	SRunner *sr;
-	int failed;
 
 	tcase_add_test(tc, known_answer);
 	tcase_add_test(tc, lengths);
 	tcase_add_test(tc, splits);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+	return ck_main(s);
 }

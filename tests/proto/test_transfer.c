@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ck.h"
 #include "sim.h"
 
 static struct sim sim;
@@ -388,8 +389,6 @@ main(void)
 {
 	Suite *s = suite_create("transfer");
 	TCase *tc = tcase_create("transfer");
-	SRunner *sr;
-	int failed;
 
 	tcase_add_test(tc, clean_stream);
 	tcase_add_test(tc, clean_packet);
@@ -409,9 +408,5 @@ main(void)
 	tcase_add_test(tc, no_update_and_error);
 	tcase_add_test(tc, complete_image_reverified);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+	return ck_main(s);
 }

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ck.h"
 #include "frame.h"
 #include "msg.h"
 #include "vectors.h"
@@ -242,8 +243,6 @@ main(int argc, char **argv)
 {
 	Suite *s;
 	TCase *tc;
-	SRunner *sr;
-	int failed;
 
 	if (argc > 1 && strcmp(argv[1], "--print") == 0) {
 		struct text t = {NULL, 0, 0};
@@ -266,9 +265,5 @@ main(int argc, char **argv)
 	tcase_add_test(tc, spec_vectors_round_trip);
 	tcase_add_test(tc, vectors_cover_every_message);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+	return ck_main(s);
 }

@@ -4,7 +4,6 @@
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,15 +11,6 @@
 #include <unistd.h>
 
 #include <event2/event.h>
-
-uint64_t
-now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
 
 static uint32_t
 get_le32(const uint8_t *p)
@@ -98,43 +88,6 @@ rec_count(const struct rec *r, enum transport_event ev)
 	return r->n[ev];
 }
 
-static void
-tick_cb(evutil_socket_t fd, short what, void *arg)
-{
-	(void)fd;
-	(void)what;
-	(void)arg;
-}
-
-bool
-run_until(struct event_base *base, bool (*cond)(void *arg), void *arg, unsigned int timeout_ms)
-{
-	uint64_t deadline = now_ms() + timeout_ms;
-	struct timeval tv = {.tv_sec = 0, .tv_usec = 2000};
-	struct event *tick = event_new(base, -1, EV_PERSIST, tick_cb, NULL);
-	bool ok;
-
-	ck_assert_ptr_nonnull(tick);
-	event_add(tick, &tv);
-	while (!(ok = cond(arg)) && now_ms() < deadline)
-		event_base_loop(base, EVLOOP_ONCE);
-	event_free(tick);
-	return ok;
-}
-
-static bool
-never(void *arg)
-{
-	(void)arg;
-	return false;
-}
-
-void
-run_for(struct event_base *base, unsigned int ms)
-{
-	run_until(base, never, NULL, ms);
-}
-
 struct event_wait {
 	struct rec *r;
 	enum transport_event ev;
@@ -155,7 +108,7 @@ wait_event(struct event_base *base, struct rec *r, enum transport_event ev, unsi
 {
 	struct event_wait w = {r, ev, n};
 
-	return run_until(base, event_seen, &w, timeout_ms);
+	return tloop_until(base, event_seen, &w, timeout_ms);
 }
 
 int
@@ -237,7 +190,7 @@ void
 peer_write(struct peer *p, const void *buf, size_t n)
 {
 	const uint8_t *b = buf;
-	uint64_t deadline = now_ms() + 10000;
+	uint64_t deadline = tclock_ms() + 10000;
 
 	while (n > 0) {
 		ssize_t w = write(p->fd, b, n);
@@ -245,7 +198,7 @@ peer_write(struct peer *p, const void *buf, size_t n)
 		if (w < 0) {
 			ck_assert_msg(
 			    errno == EAGAIN || errno == EINTR, "peer write: %s", strerror(errno));
-			ck_assert_msg(now_ms() < deadline, "peer write stuck");
+			ck_assert_msg(tclock_ms() < deadline, "peer write stuck");
 			usleep(1000);
 			continue;
 		}
@@ -278,33 +231,6 @@ peer_has_msgs(void *arg)
 
 	peer_poll(w->p);
 	return w->p->msgs >= w->msgs;
-}
-
-void
-tmpdir_make(char *path, size_t n)
-{
-	const char *base = getenv("TMPDIR");
-
-	if (base == NULL || base[0] == '\0')
-		base = "/tmp";
-	ck_assert_int_lt(snprintf(path, n, "%s/otagw-test-XXXXXX", base), (int)n);
-	ck_assert_ptr_nonnull(mkdtemp(path));
-}
-
-static int
-tmpdir_unlink(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	remove(path);
-	return 0;
-}
-
-void
-tmpdir_remove(const char *path)
-{
-	nftw(path, tmpdir_unlink, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 void

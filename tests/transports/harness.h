@@ -1,5 +1,6 @@
 /* Shared pieces of the transport tests: an event recorder to plug in as a transport's callback,
- * a loop runner with a deadline, pty pairs, and a raw peer that speaks the framing by hand. */
+ * pty pairs, and a raw peer that speaks the framing by hand. The loop runner, clock and
+ * temporary directories are tests/support's (tloop.h, tclock.h, tdir.h). */
 #ifndef OTAGW_TEST_HARNESS_H
 #define OTAGW_TEST_HARNESS_H
 
@@ -8,6 +9,9 @@
 #include <stdint.h>
 
 #include "frame.h"
+#include "tclock.h"
+#include "tdir.h"
+#include "tloop.h"
 #include "transport.h"
 
 struct event_base;
@@ -38,12 +42,6 @@ void rec_cb(struct transport *t, enum transport_event ev, const uint8_t *msg, si
     void *arg);
 void rec_clear(struct rec *r);
 unsigned int rec_count(const struct rec *r, enum transport_event ev);
-
-/* Runs the loop until cond(arg) holds or timeout_ms passes. Returns whether cond held. */
-bool run_until(
-    struct event_base *base, bool (*cond)(void *arg), void *arg, unsigned int timeout_ms);
-/* Runs the loop for ms milliseconds. */
-void run_for(struct event_base *base, unsigned int ms);
 
 /* Waits until r has seen at least n of ev. */
 bool wait_event(struct event_base *base, struct rec *r, enum transport_event ev, unsigned int n,
@@ -79,17 +77,13 @@ size_t frame_of(const uint8_t *msg, size_t len, uint8_t *out, size_t cap);
 /* Writes msg as one frame. */
 void peer_send(struct peer *p, const uint8_t *msg, size_t len);
 
-/* Condition helpers for run_until. */
+/* Condition helpers for tloop_until(). */
 struct peer_wait {
 	struct peer *p;
 	unsigned int msgs;
 };
 bool peer_has_msgs(void *arg);
 
-uint64_t now_ms(void);
-/* A fresh temporary directory under $TMPDIR (or /tmp), removed by tmpdir_remove(). */
-void tmpdir_make(char *path, size_t n);
-void tmpdir_remove(const char *path);
 /* Points link at target, replacing link atomically. */
 void symlink_replace(const char *target, const char *link);
 

@@ -8,27 +8,25 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <event2/event.h>
 
+#include "ck.h"
 #include "harness.h"
+#include "tdata.h"
+#include "tproc.h"
 #include "uart.h"
 
 #define WAIT_MS 20000
 
-extern char **environ;
-
 struct emu {
-	pid_t pid;
-	int out; /* its stdout */
-	char a[PATH_MAX + 8], b[PATH_MAX + 8];
+	struct tproc p;
+	char *a, *b;
 };
 
 struct summary {
@@ -36,29 +34,35 @@ struct summary {
 	unsigned long a2b, b2a, flipped, a2b_flipped, b2a_flipped, drops;
 };
 
-static char dir[PATH_MAX];
+static char *dir;
 
 static void
 setup(void)
 {
-	tmpdir_make(dir, sizeof(dir));
+	dir = tdir_new("linkemu");
 }
 
 static void
 teardown(void)
 {
-	tmpdir_remove(dir);
+	tdir_rmrf(dir);
+	free(dir);
 }
 
-static const char *
-emu_path(void)
+/* otagw-linkemu followed by args (NULL-terminated), into argv (24 entries). */
+static void
+emu_argv(const char *argv[24], const char *const *args, const char *a, const char *b)
 {
-	static char path[PATH_MAX];
-	const char *build = getenv("OTAGW_BUILD_DIR");
+	int i = 0;
 
-	ck_assert_msg(build != NULL, "OTAGW_BUILD_DIR is not set (run through ctest)");
-	snprintf(path, sizeof(path), "%s/bench/otagw-linkemu", build);
-	return path;
+	argv[i++] = tproc_prog("OTAGW_LINKEMU");
+	while (*args != NULL && i < 21)
+		argv[i++] = *args++;
+	if (a != NULL) {
+		argv[i++] = a;
+		argv[i++] = b;
+	}
+	argv[i] = NULL;
 }
 
 /* Runs the emulator with args (NULL-terminated, without the program and the two paths). Returns
@@ -67,31 +71,15 @@ static int
 emu_run(const char *const *args, char *out, size_t n)
 {
 	const char *argv[24];
-	posix_spawn_file_actions_t fa;
-	int pipefd[2], status, i = 0;
-	ssize_t got = 0, r;
-	pid_t pid;
+	struct tproc p;
+	int status;
 
-	argv[i++] = emu_path();
-	while (*args != NULL)
-		argv[i++] = *args++;
-	argv[i] = NULL;
-	ck_assert_int_eq(pipe2(pipefd, O_CLOEXEC), 0);
-	posix_spawn_file_actions_init(&fa);
-	posix_spawn_file_actions_adddup2(&fa, pipefd[1], STDOUT_FILENO);
-	posix_spawn_file_actions_addopen(&fa, STDERR_FILENO, "/dev/null", O_WRONLY, 0);
-	ck_assert_int_eq(posix_spawn(&pid, argv[0], &fa, NULL, (char **)argv, environ), 0);
-	posix_spawn_file_actions_destroy(&fa);
-	close(pipefd[1]);
-	while (out != NULL && (size_t)got + 1 < n &&
-	       (r = read(pipefd[0], out + got, n - 1 - (size_t)got)) > 0)
-		got += r;
+	emu_argv(argv, args, NULL, NULL);
+	status = tproc_run(&p, (char *const *)argv, NULL, WAIT_MS);
 	if (out != NULL)
-		out[got] = '\0';
-	close(pipefd[0]);
-	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
-	ck_assert(WIFEXITED(status));
-	return WEXITSTATUS(status);
+		snprintf(out, n, "%s", p.out);
+	tproc_free(&p);
+	return status;
 }
 
 /* Starts the emulator between dir/a and dir/b with extra args and waits for both links. */
@@ -99,29 +87,17 @@ static void
 emu_start(struct emu *e, const char *const *args)
 {
 	const char *argv[24];
-	posix_spawn_file_actions_t fa;
-	int pipefd[2], i = 0;
-	uint64_t deadline = now_ms() + WAIT_MS;
+	uint64_t deadline = tclock_ms() + WAIT_MS;
 	struct stat st;
 
-	snprintf(e->a, sizeof(e->a), "%s/a", dir);
-	snprintf(e->b, sizeof(e->b), "%s/b", dir);
-	argv[i++] = emu_path();
-	while (*args != NULL)
-		argv[i++] = *args++;
-	argv[i++] = e->a;
-	argv[i++] = e->b;
-	argv[i] = NULL;
-	ck_assert_int_eq(pipe2(pipefd, O_CLOEXEC), 0);
-	posix_spawn_file_actions_init(&fa);
-	posix_spawn_file_actions_adddup2(&fa, pipefd[1], STDOUT_FILENO);
-	ck_assert_int_eq(posix_spawn(&e->pid, argv[0], &fa, NULL, (char **)argv, environ), 0);
-	posix_spawn_file_actions_destroy(&fa);
-	close(pipefd[1]);
-	e->out = pipefd[0];
+	e->a = tdir_join(dir, "a");
+	e->b = tdir_join(dir, "b");
+	emu_argv(argv, args, e->a, e->b);
+	tproc_spawn(&e->p, (char *const *)argv, NULL);
 	while (stat(e->a, &st) < 0 || stat(e->b, &st) < 0) {
-		ck_assert_msg(now_ms() < deadline, "the emulator never made its links");
-		usleep(10000);
+		ck_assert_msg(tproc_running(&e->p), "the emulator exited: %s", e->p.err);
+		ck_assert_msg(tclock_ms() < deadline, "the emulator never made its links");
+		tclock_sleep_ms(10);
 	}
 }
 
@@ -129,29 +105,21 @@ emu_start(struct emu *e, const char *const *args)
 static void
 emu_stop(struct emu *e, struct summary *s)
 {
-	char out[512];
-	ssize_t got = 0, r;
-	int status;
 	struct stat st;
 
-	ck_assert_int_eq(kill(e->pid, SIGTERM), 0);
-	while ((size_t)got + 1 < sizeof(out) &&
-	       (r = read(e->out, out + got, sizeof(out) - 1 - (size_t)got)) > 0)
-		got += r;
-	out[got] = '\0';
-	close(e->out);
-	ck_assert_int_eq(waitpid(e->pid, &status, 0), e->pid);
-	ck_assert(WIFEXITED(status));
-	ck_assert_int_eq(WEXITSTATUS(status), 0);
-	ck_assert_msg(sscanf(out,
+	ck_assert_int_eq(tproc_stop(&e->p, SIGTERM, WAIT_MS), 0);
+	ck_assert_msg(sscanf(e->p.out,
 			  "linkemu: baud=%u a2b=%lu b2a=%lu flipped=%lu a2b_flipped=%lu "
 			  "b2a_flipped=%lu drops=%lu elapsed=",
 			  &s->baud, &s->a2b, &s->b2a, &s->flipped, &s->a2b_flipped, &s->b2a_flipped,
 			  &s->drops) == 7,
-	    "summary: %s", out);
+	    "summary: %s", e->p.out);
 	/* The links are gone with it. */
 	ck_assert_int_eq(lstat(e->a, &st), -1);
 	ck_assert_int_eq(lstat(e->b, &st), -1);
+	tproc_free(&e->p);
+	free(e->a);
+	free(e->b);
 }
 
 static int
@@ -163,23 +131,13 @@ open_end(const char *path)
 	return fd;
 }
 
-static void
-fill(uint8_t *p, size_t n, unsigned int seed)
-{
-	size_t i;
-
-	srand(seed);
-	for (i = 0; i < n; i++)
-		p[i] = (uint8_t)rand();
-}
-
 /* Pushes a[0..n) in at fa and b[0..m) in at fb, collecting what comes out at the other end. */
 static void
 pump(int fa, int fb, const uint8_t *a, size_t n, const uint8_t *b, size_t m, uint8_t *at_b,
     uint8_t *at_a)
 {
 	size_t wa = 0, wb = 0, ra = 0, rb = 0;
-	uint64_t deadline = now_ms() + WAIT_MS;
+	uint64_t deadline = tclock_ms() + WAIT_MS;
 	ssize_t r;
 
 	while (ra < m || rb < n) {
@@ -191,9 +149,9 @@ pump(int fa, int fb, const uint8_t *a, size_t n, const uint8_t *b, size_t m, uin
 			rb += (size_t)r;
 		if (ra < m && (r = read(fa, at_a + ra, m - ra)) > 0)
 			ra += (size_t)r;
-		ck_assert_msg(now_ms() < deadline,
+		ck_assert_msg(tclock_ms() < deadline,
 		    "stuck: sent %zu/%zu and %zu/%zu, got %zu and %zu", wa, n, wb, m, rb, ra);
-		usleep(1000);
+		tclock_sleep_ms(1);
 	}
 }
 
@@ -216,8 +174,8 @@ START_TEST(intact_both_ways)
 	struct emu e;
 	int fa, fb;
 
-	fill(a, sizeof(a), 1);
-	fill(b, sizeof(b), 2);
+	tdata_fill(a, sizeof(a), 1);
+	tdata_fill(b, sizeof(b), 2);
 	emu_start(&e, args);
 	fa = open_end(e.a);
 	fb = open_end(e.b);
@@ -245,7 +203,7 @@ flip_run(uint8_t *at_b, const char *seed)
 	struct emu e;
 	int fa, fb;
 
-	fill(a, sizeof(a), 3);
+	tdata_fill(a, sizeof(a), 3);
 	emu_start(&e, args);
 	fa = open_end(e.a);
 	fb = open_end(e.b);
@@ -275,6 +233,16 @@ START_TEST(bit_errors)
 }
 END_TEST
 
+/* The transport has received intact frames and frames with errors. */
+static bool
+good_and_bad_in(void *arg)
+{
+	struct transport_stats st;
+
+	transport_get_stats(arg, &st);
+	return st.msgs_in > 0 && st.bad_frames > 0;
+}
+
 /* A UART transport at each end, the line corrupting bits: frames with errors are dropped as
  * BAD_FRAME, the others arrive intact (the CRC sees to that), and the link goes on. */
 START_TEST(uart_to_uart_with_errors)
@@ -303,7 +271,8 @@ START_TEST(uart_to_uart_with_errors)
 			sent++;
 		event_base_loop(base, EVLOOP_NONBLOCK);
 	}
-	run_for(base, 500);
+	/* no deadline on the line: wait until both kinds of frame have arrived */
+	ck_assert(tloop_until(base, good_and_bad_in, dev, WAIT_MS));
 	transport_get_stats(dev, &st);
 	ck_assert_uint_gt(st.msgs_in, 0);
 	ck_assert_uint_gt(st.bad_frames, 0);
@@ -408,11 +377,5 @@ linkemu_suite(void)
 int
 main(void)
 {
-	SRunner *sr = srunner_create(linkemu_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_ENV);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return ck_main(linkemu_suite());
 }

@@ -22,8 +22,10 @@
 #include <event2/dns_struct.h>
 #include <event2/event.h>
 
+#include "ck.h"
 #include "harness.h"
 #include "tcp.h"
+#include "tnet.h"
 
 #define WAIT_MS 10000
 
@@ -81,7 +83,7 @@ lrec_has(void *arg)
 
 struct fixture {
 	struct event_base *base;
-	char dir[PATH_MAX];
+	char *dir;
 	char path[PATH_MAX + 32];
 	struct lrec lr;
 	struct rec rec;
@@ -97,7 +99,7 @@ setup(void)
 	memset(&fx, 0, sizeof(fx));
 	fx.base = event_base_new();
 	ck_assert_ptr_nonnull(fx.base);
-	tmpdir_make(fx.dir, sizeof(fx.dir));
+	fx.dir = tdir_new("tcp");
 	snprintf(fx.path, sizeof(fx.path), "%s/dev.sock", fx.dir);
 	fx.client = -1;
 	lrec_target = &fx.rec;
@@ -118,7 +120,8 @@ teardown(void)
 	if (fx.client >= 0)
 		close(fx.client);
 	event_base_free(fx.base);
-	tmpdir_remove(fx.dir);
+	tdir_rmrf(fx.dir);
+	free(fx.dir);
 }
 
 static void
@@ -163,19 +166,6 @@ client_inet(int family, const char *addr, uint16_t port)
 	return fd;
 }
 
-static int
-client_unix(const char *path)
-{
-	struct sockaddr_un sun = {.sun_family = AF_UNIX};
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-	ck_assert_int_ge(fd, 0);
-	set_sun(&sun, path);
-	ck_assert_int_eq(connect(fd, (struct sockaddr *)&sun, sizeof(sun)), 0);
-	set_nonblock(fd);
-	return fd;
-}
-
 static void
 listen_on(enum transport_kind kind, const char *addr, const struct tcp_options *opt)
 {
@@ -190,7 +180,7 @@ accept_next(void)
 	struct lrec_wait w = {&fx.lr, n + 1};
 	struct transport *t;
 
-	ck_assert(run_until(fx.base, lrec_has, &w, WAIT_MS));
+	ck_assert(tloop_until(fx.base, lrec_has, &w, WAIT_MS));
 	ck_assert_uint_eq(fx.lr.n, n + 1);
 	t = fx.lr.t[n];
 	ck_assert_ptr_eq(fx.rec.t, t);
@@ -228,7 +218,7 @@ exchange(unsigned int rounds)
 		}
 		ck_assert_int_eq(transport_send(fx.rec.t, m, n), 0);
 		pw.msgs = fx.peer.msgs + 1;
-		ck_assert(run_until(fx.base, peer_has_msgs, &pw, WAIT_MS));
+		ck_assert(tloop_until(fx.base, peer_has_msgs, &pw, WAIT_MS));
 		if (pw.msgs <= REC_MAX_MSGS)
 			ck_assert_mem_eq(fx.peer.kept[pw.msgs - 1], m, n);
 	}
@@ -310,7 +300,7 @@ START_TEST(tcp_listener_round_trip)
 	ck_assert_uint_eq(tcp_listener_connections(fx.lr.l), 0);
 	ck_assert_int_eq(transport_send(t, (const uint8_t *)"x", 1), -ENOTCONN);
 	/* Accepted links never come back. */
-	run_for(fx.base, 400);
+	tloop_for(fx.base, 400);
 	ck_assert_uint_eq(rec_count(&fx.rec, TRANSPORT_EV_CONNECTED), 1);
 }
 END_TEST
@@ -386,7 +376,7 @@ START_TEST(tcp_every_split)
 	for (k = 1; k < n; k++) {
 		peer_write(&fx.peer, f, k);
 		w.n += k;
-		ck_assert(run_until(fx.base, bytes_in_reached, &w, WAIT_MS));
+		ck_assert(tloop_until(fx.base, bytes_in_reached, &w, WAIT_MS));
 		ck_assert_uint_eq(rec_count(&fx.rec, TRANSPORT_EV_MESSAGE), k - 1);
 		peer_write(&fx.peer, f + k, n - k);
 		w.n += n - k;
@@ -412,7 +402,7 @@ START_TEST(unix_listener)
 	ck_assert_int_eq(lstat(fx.path, &st), 0);
 	ck_assert(S_ISSOCK(st.st_mode));
 	ck_assert_uint_eq(st.st_mode & 07777, 0600);
-	fx.client = client_unix(fx.path);
+	fx.client = tnet_connect_unix(fx.path, true);
 	peer_init(&fx.peer, fx.client);
 	t = accept_next();
 	snprintf(name, sizeof(name), "unix:%s#1", fx.path);
@@ -540,7 +530,7 @@ START_TEST(connection_cap)
 	/* One too many: closed at once, and the owner told. */
 	c2 = client_inet(AF_INET, "127.0.0.1", tcp_listener_port(fx.lr.l));
 	peer_init(&second, c2);
-	ck_assert(run_until(fx.base, peer_eof, &second, WAIT_MS));
+	ck_assert(tloop_until(fx.base, peer_eof, &second, WAIT_MS));
 	ck_assert_uint_eq(fx.lr.nerr, 1);
 	ck_assert_int_eq(fx.lr.errs[0], -EUSERS);
 	ck_assert_uint_eq(fx.lr.n, 1);
@@ -583,7 +573,7 @@ START_TEST(broken_pipe)
 	uint8_t m[100] = {1};
 
 	listen_on(TRANSPORT_KIND_UNIX, fx.path, NULL);
-	fx.client = client_unix(fx.path);
+	fx.client = tnet_connect_unix(fx.path, true);
 	peer_init(&fx.peer, fx.client);
 	accept_next();
 	ck_assert_int_eq(shutdown(fx.client, SHUT_RD), 0);
@@ -622,7 +612,7 @@ START_TEST(free_accepted_in_disconnected)
 	ck_assert(wait_event(fx.base, &fx.rec, TRANSPORT_EV_DISCONNECTED, 1, WAIT_MS));
 	ck_assert_ptr_null(fx.rec.t);
 	ck_assert_uint_eq(tcp_listener_connections(fx.lr.l), 0);
-	run_for(fx.base, 50);
+	tloop_for(fx.base, 50);
 }
 END_TEST
 
@@ -688,6 +678,13 @@ server_stop(struct server *s)
 }
 
 /* Connects out, talks, loses the server, fails while it is away, then gets it back. */
+/* An attempt to connect t was refused. */
+static bool
+refused(void *arg)
+{
+	return tcp_last_error(arg) == -ECONNREFUSED;
+}
+
 static void
 reconnect_scenario(enum transport_kind kind, const char *addr, struct server *srv,
     const struct tcp_options *opt, void (*restart)(struct server *))
@@ -700,7 +697,7 @@ reconnect_scenario(enum transport_kind kind, const char *addr, struct server *sr
 	ck_assert_int_eq(tcp_connect_new(fx.base, kind, addr, opt, &t), 0);
 	rec_init(&fx.rec, t);
 	ck_assert_int_eq(transport_kind(t), kind);
-	ck_assert(run_until(fx.base, server_accepted, srv, WAIT_MS));
+	ck_assert(tloop_until(fx.base, server_accepted, srv, WAIT_MS));
 	ck_assert(wait_event(fx.base, &fx.rec, TRANSPORT_EV_CONNECTED, 1, WAIT_MS));
 	ck_assert_int_eq(tcp_last_error(t), 0);
 	if (kind == TRANSPORT_KIND_TCP) {
@@ -712,7 +709,7 @@ reconnect_scenario(enum transport_kind kind, const char *addr, struct server *sr
 	}
 	make_msg(m, sizeof(m), 1);
 	ck_assert_int_eq(transport_send(t, m, sizeof(m)), 0);
-	ck_assert(run_until(fx.base, peer_has_msgs, &pw, WAIT_MS));
+	ck_assert(tloop_until(fx.base, peer_has_msgs, &pw, WAIT_MS));
 	ck_assert_mem_eq(srv->peer.kept[0], m, sizeof(m));
 	peer_send(&srv->peer, m, sizeof(m));
 	ck_assert(wait_event(fx.base, &fx.rec, TRANSPORT_EV_MESSAGE, 1, WAIT_MS));
@@ -720,16 +717,17 @@ reconnect_scenario(enum transport_kind kind, const char *addr, struct server *sr
 	server_stop(srv);
 	ck_assert(wait_event(fx.base, &fx.rec, TRANSPORT_EV_DISCONNECTED, 1, WAIT_MS));
 	ck_assert_int_eq(fx.rec.last_err, 0);
-	run_for(fx.base, 400);
+	/* the first attempt to reconnect fails */
+	ck_assert(tloop_until(fx.base, refused, t, WAIT_MS));
 	ck_assert_int_eq(tcp_last_error(t), -ECONNREFUSED);
 	ck_assert(!transport_connected(t));
 
 	restart(srv);
-	ck_assert(run_until(fx.base, server_accepted, srv, WAIT_MS));
+	ck_assert(tloop_until(fx.base, server_accepted, srv, WAIT_MS));
 	ck_assert(wait_event(fx.base, &fx.rec, TRANSPORT_EV_CONNECTED, 2, WAIT_MS));
 	pw.msgs = 1;
 	ck_assert_int_eq(transport_send(t, m, sizeof(m)), 0);
-	ck_assert(run_until(fx.base, peer_has_msgs, &pw, WAIT_MS));
+	ck_assert(tloop_until(fx.base, peer_has_msgs, &pw, WAIT_MS));
 	transport_get_stats(t, &st);
 	ck_assert_uint_eq(st.reconnects, 1);
 	server_stop(srv);
@@ -856,6 +854,14 @@ struct error_wait {
 	struct transport *t;
 };
 
+/* The DNS server has held back a query. */
+static bool
+some_muted(void *arg)
+{
+	(void)arg;
+	return n_muted > 0;
+}
+
 static bool
 has_error(void *arg)
 {
@@ -889,24 +895,24 @@ START_TEST(connect_out_dns)
 	snprintf(addr, sizeof(addr), "nothere.otagw.test:%u", srv_port);
 	ck_assert_int_eq(tcp_connect_new(fx.base, TRANSPORT_KIND_TCP, addr, &opt, &bad), 0);
 	ew.t = bad;
-	ck_assert(run_until(fx.base, has_error, &ew, WAIT_MS));
+	ck_assert(tloop_until(fx.base, has_error, &ew, WAIT_MS));
 	ck_assert_int_eq(tcp_last_error(bad), -EHOSTUNREACH);
 	ck_assert(!transport_connected(bad));
 	transport_free(bad);
 
 	snprintf(addr, sizeof(addr), "mute.otagw.test:%u", srv_port);
 	ck_assert_int_eq(tcp_connect_new(fx.base, TRANSPORT_KIND_TCP, addr, &opt, &mute), 0);
-	run_for(fx.base, 100);
+	ck_assert(tloop_until(fx.base, some_muted, NULL, WAIT_MS));
 	ck_assert_uint_gt(n_muted, 0);
 	transport_free(mute);
 	/* Let libevent deliver the cancellation. */
-	run_for(fx.base, 100);
+	tloop_for(fx.base, 100);
 	while (n_muted > 0)
 		evdns_server_request_drop(muted[--n_muted]);
 	evdns_close_server_port(port);
 	close(ufd);
 	evdns_base_free(dns, 1);
-	run_for(fx.base, 50);
+	tloop_for(fx.base, 50);
 }
 END_TEST
 
@@ -948,7 +954,7 @@ START_TEST(connect_out_free_in_callbacks)
 	fx.rec.free_on[TRANSPORT_EV_CONNECTED] = true;
 	ck_assert(wait_event(fx.base, &fx.rec, TRANSPORT_EV_CONNECTED, 1, WAIT_MS));
 	ck_assert_ptr_null(fx.rec.t);
-	ck_assert(run_until(fx.base, server_accepted, &srv, WAIT_MS));
+	ck_assert(tloop_until(fx.base, server_accepted, &srv, WAIT_MS));
 	close(srv.cfd);
 	srv.cfd = -1;
 
@@ -956,22 +962,22 @@ START_TEST(connect_out_free_in_callbacks)
 	ck_assert_int_eq(tcp_connect_new(fx.base, TRANSPORT_KIND_TCP, addr, NULL, &t), 0);
 	rec_init(&fx.rec, t);
 	fx.rec.free_on[TRANSPORT_EV_DISCONNECTED] = true;
-	ck_assert(run_until(fx.base, server_accepted, &srv, WAIT_MS));
+	ck_assert(tloop_until(fx.base, server_accepted, &srv, WAIT_MS));
 	ck_assert(wait_event(fx.base, &fx.rec, TRANSPORT_EV_CONNECTED, 1, WAIT_MS));
 	close(srv.cfd);
 	srv.cfd = -1;
 	ck_assert(wait_event(fx.base, &fx.rec, TRANSPORT_EV_DISCONNECTED, 1, WAIT_MS));
 	ck_assert_ptr_null(fx.rec.t);
-	run_for(fx.base, 600);
+	tloop_for(fx.base, 600);
 
 	/* While the connect is still in progress or being retried. */
 	ck_assert_int_eq(tcp_connect_new(fx.base, TRANSPORT_KIND_TCP, addr, NULL, &t), 0);
 	transport_free(t);
 	server_stop(&srv);
 	ck_assert_int_eq(tcp_connect_new(fx.base, TRANSPORT_KIND_TCP, addr, NULL, &t), 0);
-	run_for(fx.base, 300);
+	tloop_for(fx.base, 300);
 	transport_free(t);
-	run_for(fx.base, 50);
+	tloop_for(fx.base, 50);
 }
 END_TEST
 
@@ -1010,11 +1016,5 @@ tcp_suite(void)
 int
 main(void)
 {
-	SRunner *sr = srunner_create(tcp_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_ENV);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return ck_main(tcp_suite());
 }

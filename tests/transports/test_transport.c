@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <stdlib.h>
 
+#include "ck.h"
 #include "transport_impl.h"
 
 struct fake {
@@ -247,11 +248,5 @@ transport_suite(void)
 int
 main(void)
 {
-	SRunner *sr = srunner_create(transport_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_ENV);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return ck_main(transport_suite());
 }

@@ -16,6 +16,7 @@
 #include <asm/termbits.h>
 #include <event2/event.h>
 
+#include "ck.h"
 #include "harness.h"
 #include "uart.h"
 
@@ -23,7 +24,7 @@
 
 struct fixture {
 	struct event_base *base;
-	char dir[PATH_MAX];
+	char *dir;
 	char link[PATH_MAX + 16];
 	char slave[64];
 	int master;
@@ -57,7 +58,7 @@ setup(void)
 	memset(&fx, 0, sizeof(fx));
 	fx.base = event_base_new();
 	ck_assert_ptr_nonnull(fx.base);
-	tmpdir_make(fx.dir, sizeof(fx.dir));
+	fx.dir = tdir_new("uart");
 	snprintf(fx.link, sizeof(fx.link), "%s/ttyDEV", fx.dir);
 	fx.master = -1;
 }
@@ -70,7 +71,8 @@ teardown(void)
 	if (fx.master >= 0)
 		unplug();
 	event_base_free(fx.base);
-	tmpdir_remove(fx.dir);
+	tdir_rmrf(fx.dir);
+	free(fx.dir);
 }
 
 /* Plugs a device, opens the transport on it and waits for CONNECTED. */
@@ -148,7 +150,7 @@ START_TEST(round_trip)
 		/* gateway -> device */
 		ck_assert_int_eq(transport_send(t, m, sizes[i]), 0);
 		pw.msgs = (unsigned int)i + 1;
-		ck_assert(run_until(fx.base, peer_has_msgs, &pw, WAIT_MS));
+		ck_assert(tloop_until(fx.base, peer_has_msgs, &pw, WAIT_MS));
 		ck_assert_uint_eq(fx.peer.kept_len[i], sizes[i]);
 		ck_assert_mem_eq(fx.peer.kept[i], m, sizes[i]);
 	}
@@ -179,7 +181,7 @@ START_TEST(every_split)
 	for (k = 1; k < n; k++) {
 		peer_write(&fx.peer, f, k);
 		w.n += k;
-		ck_assert(run_until(fx.base, bytes_in_reached, &w, WAIT_MS));
+		ck_assert(tloop_until(fx.base, bytes_in_reached, &w, WAIT_MS));
 		ck_assert_uint_eq(rec_count(&fx.rec, TRANSPORT_EV_MESSAGE), k - 1);
 		peer_write(&fx.peer, f + k, n - k);
 		ck_assert(
@@ -189,7 +191,7 @@ START_TEST(every_split)
 	for (i = 0; i < n; i++) {
 		peer_write(&fx.peer, f + i, 1);
 		w.n++;
-		ck_assert(run_until(fx.base, bytes_in_reached, &w, WAIT_MS));
+		ck_assert(tloop_until(fx.base, bytes_in_reached, &w, WAIT_MS));
 	}
 	ck_assert_uint_eq(rec_count(&fx.rec, TRANSPORT_EV_MESSAGE), n);
 	for (i = 0; i < REC_MAX_MSGS && i < n; i++)
@@ -291,7 +293,7 @@ START_TEST(back_pressure)
 	int r;
 
 	fx.peer.check_seq = true;
-	deadline = now_ms() + WAIT_MS;
+	deadline = tclock_ms() + WAIT_MS;
 	for (;;) {
 		make_msg(m, sizeof(m), seq);
 		r = transport_send(t, m, sizeof(m));
@@ -301,16 +303,16 @@ START_TEST(back_pressure)
 		seq++;
 		if (seq % 4 == 0)
 			event_base_loop(fx.base, EVLOOP_NONBLOCK);
-		ck_assert_msg(now_ms() < deadline, "the queue never filled");
+		ck_assert_msg(tclock_ms() < deadline, "the queue never filled");
 	}
 	ck_assert_uint_ge(transport_queued(t), 4096);
 	ck_assert_uint_eq(rec_count(&fx.rec, TRANSPORT_EV_WRITABLE), 0);
 	/* Nothing was queued by the refused send. */
 	ck_assert_uint_eq(stats().msgs_out, seq);
-	ck_assert(run_until(fx.base, drained_and_writable, &ww, WAIT_MS));
+	ck_assert(tloop_until(fx.base, drained_and_writable, &ww, WAIT_MS));
 	ck_assert_uint_lt(transport_queued(t), 2048);
 	pw.msgs = seq;
-	ck_assert(run_until(fx.base, peer_has_msgs, &pw, WAIT_MS));
+	ck_assert(tloop_until(fx.base, peer_has_msgs, &pw, WAIT_MS));
 	ck_assert(!fx.peer.seq_error);
 	ck_assert_uint_eq(fx.peer.msgs, seq);
 	ck_assert_uint_eq(fx.peer.bad, 0);
@@ -418,14 +420,14 @@ START_TEST(unplug_replug)
 	ck_assert_int_eq(transport_send(t, m, sizeof(m)), -ENOTCONN);
 	/* Let a reopen fail on the dangling link first (the first retry is due after 250 ms; a
 	 * loaded machine may take longer to get there, so wait for it rather than a fixed time). */
-	ck_assert(run_until(fx.base, reopen_failed, t, WAIT_MS));
+	ck_assert(tloop_until(fx.base, reopen_failed, t, WAIT_MS));
 	plug();
 	ck_assert(wait_event(fx.base, &fx.rec, TRANSPORT_EV_CONNECTED, 2, WAIT_MS));
 	ck_assert_int_eq(uart_last_error(t), 0);
 	/* Same object, working again, both ways. */
 	make_msg(m, sizeof(m), 9);
 	ck_assert_int_eq(transport_send(t, m, sizeof(m)), 0);
-	ck_assert(run_until(fx.base, peer_has_msgs, &pw, WAIT_MS));
+	ck_assert(tloop_until(fx.base, peer_has_msgs, &pw, WAIT_MS));
 	ck_assert_mem_eq(fx.peer.kept[0], m, sizeof(m));
 	peer_send(&fx.peer, m, sizeof(m));
 	ck_assert(wait_event(fx.base, &fx.rec, TRANSPORT_EV_MESSAGE, 1, WAIT_MS));
@@ -445,7 +447,7 @@ START_TEST(appears_later)
 	rec_init(&fx.rec, t);
 	ck_assert(!transport_connected(t));
 	ck_assert_int_eq(uart_last_error(t), -ENOENT);
-	run_for(fx.base, 400);
+	tloop_for(fx.base, 400);
 	ck_assert_uint_eq(rec_count(&fx.rec, TRANSPORT_EV_CONNECTED), 0);
 	ck_assert_uint_eq(rec_count(&fx.rec, TRANSPORT_EV_DISCONNECTED), 0);
 	plug();
@@ -470,7 +472,7 @@ START_TEST(free_in_message)
 	peer_write(&fx.peer, f, n);
 	ck_assert(wait_event(fx.base, &fx.rec, TRANSPORT_EV_MESSAGE, 1, WAIT_MS));
 	ck_assert_ptr_null(fx.rec.t);
-	run_for(fx.base, 50);
+	tloop_for(fx.base, 50);
 	ck_assert_uint_eq(rec_count(&fx.rec, TRANSPORT_EV_MESSAGE), 1);
 }
 END_TEST
@@ -483,7 +485,7 @@ START_TEST(free_in_bad_frame)
 	fx.rec.free_on[TRANSPORT_EV_BAD_FRAME] = true;
 	peer_write(&fx.peer, junk, sizeof(junk));
 	ck_assert(wait_event(fx.base, &fx.rec, TRANSPORT_EV_BAD_FRAME, 1, WAIT_MS));
-	run_for(fx.base, 50);
+	tloop_for(fx.base, 50);
 	ck_assert_uint_eq(rec_count(&fx.rec, TRANSPORT_EV_BAD_FRAME), 1);
 }
 END_TEST
@@ -498,7 +500,7 @@ START_TEST(free_in_connected)
 	fx.rec.free_on[TRANSPORT_EV_CONNECTED] = true;
 	ck_assert(wait_event(fx.base, &fx.rec, TRANSPORT_EV_CONNECTED, 1, WAIT_MS));
 	ck_assert_ptr_null(fx.rec.t);
-	run_for(fx.base, 50);
+	tloop_for(fx.base, 50);
 }
 END_TEST
 
@@ -511,7 +513,7 @@ START_TEST(free_in_disconnected)
 	ck_assert_ptr_null(fx.rec.t);
 	/* No reopen timer is left behind to fire on freed memory. */
 	plug();
-	run_for(fx.base, 600);
+	tloop_for(fx.base, 600);
 	ck_assert_uint_eq(rec_count(&fx.rec, TRANSPORT_EV_CONNECTED), 1);
 }
 END_TEST
@@ -521,17 +523,17 @@ START_TEST(free_in_writable)
 	struct uart_options opt = {.stream = {.max_msg = 512, .high_water = 4096}};
 	struct writable_wait ww = {&fx.rec, &fx.peer};
 	uint8_t m[512] = {1};
-	uint64_t deadline = now_ms() + WAIT_MS;
+	uint64_t deadline = tclock_ms() + WAIT_MS;
 	struct transport *t = open_connected(&opt);
 
 	fx.rec.free_on[TRANSPORT_EV_WRITABLE] = true;
 	while (transport_send(t, m, sizeof(m)) == 0) {
 		event_base_loop(fx.base, EVLOOP_NONBLOCK);
-		ck_assert(now_ms() < deadline);
+		ck_assert(tclock_ms() < deadline);
 	}
-	ck_assert(run_until(fx.base, drained_and_writable, &ww, WAIT_MS));
+	ck_assert(tloop_until(fx.base, drained_and_writable, &ww, WAIT_MS));
 	ck_assert_ptr_null(fx.rec.t);
-	run_for(fx.base, 50);
+	tloop_for(fx.base, 50);
 }
 END_TEST
 
@@ -564,11 +566,5 @@ uart_suite(void)
 int
 main(void)
 {
-	SRunner *sr = srunner_create(uart_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_ENV);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return ck_main(uart_suite());
 }

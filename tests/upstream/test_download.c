@@ -2,13 +2,16 @@
  * single flight, resume with Range across cuts and restarts, a CDN ignoring Range, expired and
  * stale URLs, wrong size, wrong hash, wrong MD5, truncated bodies, slow drips, refused
  * certificates, cancellation. The store's integrity check runs after every test. */
+#include "ck.h"
 #include "db.h"
 #include "download.h"
 #include "http.h"
 #include "log.h"
 #include "mockmf.h"
 #include "store.h"
-#include "testutil.h"
+#include "tdata.h"
+#include "tdir.h"
+#include "tloop.h"
 
 #include <check.h>
 #include <errno.h>
@@ -226,15 +229,15 @@ start(enum mockmf_cert cert, const struct http_config *hcfg_in)
 	base = event_base_new();
 	mf = mockmf_new(base, &opt);
 	ck_assert_ptr_nonnull(mf);
-	t_fill(payload, SIZE, 99);
-	t_sha256_hex(payload, SIZE, sha);
+	tdata_fill(payload, SIZE, 99);
+	tdata_sha256(payload, SIZE, NULL, sha);
 	ck_assert_int_eq(mockmf_add_payload(mf, "fw.bin", payload, SIZE), 0);
 	if (hcfg_in != NULL)
 		hcfg = *hcfg_in;
 	hcfg.ca_file = mockmf_ca_file(mf);
 	http = http_new(base, &hcfg);
 	ck_assert_ptr_nonnull(http);
-	dir = t_mkdtemp("download");
+	dir = tdir_new("download");
 	open_store();
 	open_manager();
 }
@@ -254,7 +257,7 @@ teardown(void)
 	http_free(http);
 	mockmf_free(mf);
 	event_base_free(base);
-	t_rmtree(dir);
+	tdir_rmrf(dir);
 	free(dir);
 	dm = NULL;
 	st = NULL;
@@ -278,7 +281,7 @@ make_partial(uint64_t min)
 	    0);
 	get(&s);
 	for (;;) {
-		t_run_for(base, 50);
+		tloop_for(base, 50);
 		ck_assert_int_eq(download_get_progress(dm, sha, &p), 0);
 		if (p.bytes >= min)
 			break;
@@ -287,7 +290,7 @@ make_partial(uint64_t min)
 	ck_assert_uint_eq(p.waiters, 1);
 	ck_assert_uint_eq(p.size, SIZE);
 	download_waiter_cancel(s.w);
-	t_run_for(base, 100);
+	tloop_for(base, 100);
 	ck_assert(!s.done);
 	ck_assert_int_eq(download_get_progress(dm, sha, &p), -ENOENT);
 	return partial_bytes();
@@ -299,7 +302,7 @@ START_TEST(test_fresh_download)
 	struct store_artifact a;
 
 	get(&s);
-	t_run_until(base, &s.done, 60);
+	tloop_wait(base, tloop_flag, &s.done, 60000, "s.done");
 	ck_assert_msg(s.err == 0, "%s", s.msg);
 	ck_assert_ptr_nonnull(strstr(s.msg, "200000 bytes, size and sha256 verified"));
 	expect_blob();
@@ -312,7 +315,7 @@ START_TEST(test_fresh_download)
 
 	/* asking again: already there, no request, still asynchronous */
 	get(&again);
-	t_run_until(base, &again.done, 60);
+	tloop_wait(base, tloop_flag, &again.done, 60000, "again.done");
 	ck_assert_int_eq(again.err, 0);
 	ck_assert_str_eq(again.msg, "already in the cache");
 	ck_assert_uint_eq(cdn_gets(), 1);
@@ -328,7 +331,7 @@ START_TEST(test_redirect_to_cdn)
 	    mockmf_push(mf, "/cdn/fw.bin", &(struct mockmf_response){.redirect = "/cdn/fw.bin"}),
 	    0);
 	get(&s);
-	t_run_until(base, &s.done, 60);
+	tloop_wait(base, tloop_flag, &s.done, 60000, "s.done");
 	ck_assert_msg(s.err == 0, "%s", s.msg);
 	ck_assert_uint_eq(cdn_gets(), 2);
 	ck_assert_int_eq(cdn_get(0)->status, 302);
@@ -350,7 +353,7 @@ START_TEST(test_single_flight)
 		fresh_url(url, sizeof(url)); /* every device has its own signed URL */
 		get_with(&s[i], sha, SIZE, NULL, url, 0);
 	}
-	t_run_until_count(base, &done, 50, 120);
+	tloop_wait(base, tloop_count, &(struct tloop_count){&done, 50}, 120000, "50 done");
 	for (i = 0; i < 50; i++)
 		ck_assert_msg(s[i].err == 0, "%zu: %s", i, s[i].msg);
 	ck_assert_uint_eq(cdn_gets(), 1);
@@ -370,7 +373,7 @@ START_TEST(test_md5)
 		snprintf(md5 + 2 * i, 3, "%02X", md[i]); /* upper case is accepted */
 	fresh_url(url, sizeof(url));
 	get_with(&bad, sha, SIZE, "00000000000000000000000000000000", url, 0);
-	t_run_until(base, &bad.done, 60);
+	tloop_wait(base, tloop_flag, &bad.done, 60000, "bad.done");
 	ck_assert_int_eq(bad.err, -EBADMSG);
 	ck_assert_ptr_nonnull(strstr(bad.msg, "MD5"));
 	ck_assert_ptr_nonnull(strstr(bad.msg, "deleted, never served"));
@@ -378,7 +381,7 @@ START_TEST(test_md5)
 
 	fresh_url(url, sizeof(url));
 	get_with(&s, sha, SIZE, md5, url, 0);
-	t_run_until(base, &s.done, 60);
+	tloop_wait(base, tloop_flag, &s.done, 60000, "s.done");
 	ck_assert_msg(s.err == 0, "%s", s.msg);
 	ck_assert_ptr_nonnull(strstr(s.msg, "and md5 verified"));
 	expect_blob();
@@ -395,7 +398,7 @@ START_TEST(test_resume_across_cuts)
 			     &(struct mockmf_response){.cut_after = 30000, .count = UINT32_MAX}),
 	    0);
 	get(&s);
-	t_run_until(base, &s.done, 120);
+	tloop_wait(base, tloop_flag, &s.done, 120000, "s.done");
 	ck_assert_msg(s.err == 0, "%s", s.msg);
 	expect_blob();
 	n = cdn_gets();
@@ -427,7 +430,7 @@ START_TEST(test_resume_after_restart)
 	present = partial_bytes();
 	ck_assert_uint_ge(present, 40000);
 	get(&s);
-	t_run_until(base, &s.done, 60);
+	tloop_wait(base, tloop_flag, &s.done, 60000, "s.done");
 	ck_assert_msg(s.err == 0, "%s", s.msg);
 	expect_blob();
 	snprintf(want, sizeof(want), "bytes=%llu-", (unsigned long long)present);
@@ -446,7 +449,7 @@ START_TEST(test_ignored_range)
 	    mockmf_push(mf, "/cdn/fw.bin", &(struct mockmf_response){.flags = MOCKMF_IGNORE_RANGE}),
 	    0);
 	get(&s);
-	t_run_until(base, &s.done, 60);
+	tloop_wait(base, tloop_flag, &s.done, 60000, "s.done");
 	ck_assert_msg(s.err == 0, "%s", s.msg);
 	expect_blob();
 	e = cdn_get(cdn_gets() - 1);
@@ -466,7 +469,7 @@ START_TEST(test_expired_url)
 	mockmf_expire_urls(mf);
 	before = cdn_gets();
 	get_with(&s, sha, SIZE, NULL, url, 0);
-	t_run_until(base, &s.done, 60);
+	tloop_wait(base, tloop_flag, &s.done, 60000, "s.done");
 	ck_assert_msg(s.err == 0, "%s", s.msg);
 	ck_assert_uint_eq(s.refreshes, 1);
 	expect_blob();
@@ -491,12 +494,12 @@ START_TEST(test_refresher_leaves)
 	get_with(&a, sha, SIZE, NULL, url, 0);
 	get_with(&b, sha, SIZE, NULL, url, 0);
 	while (a.refreshes == 0) {
-		t_run_for(base, 20);
+		tloop_for(base, 20);
 		ck_assert_uint_lt(waited++, 3000);
 	}
 	ck_assert_uint_eq(b.refreshes, 0);
 	download_waiter_cancel(a.w);
-	t_run_until(base, &b.done, 60);
+	tloop_wait(base, tloop_flag, &b.done, 60000, "b.done");
 	ck_assert_msg(b.err == 0, "%s", b.msg);
 	ck_assert_uint_eq(b.refreshes, 1);
 	ck_assert(!a.done);
@@ -512,7 +515,7 @@ START_TEST(test_stale_url_refreshed_first)
 	/* obtained seven hours ago: past its validity, so no request goes out with it */
 	fresh_url(url, sizeof(url));
 	get_with(&s, sha, SIZE, NULL, url, (int64_t)time(NULL) - 7 * 3600);
-	t_run_until(base, &s.done, 60);
+	tloop_wait(base, tloop_flag, &s.done, 60000, "s.done");
 	ck_assert_msg(s.err == 0, "%s", s.msg);
 	ck_assert_uint_eq(s.refreshes, 1);
 	ck_assert_uint_eq(cdn_gets(), 1);
@@ -542,7 +545,7 @@ START_TEST(test_refresh_failures)
 		fresh_url(url, sizeof(url));
 		mockmf_expire_urls(mf);
 		get_with(&s, sha, SIZE, NULL, url, 0);
-		t_run_until(base, &s.done, 60);
+		tloop_wait(base, tloop_flag, &s.done, 60000, "s.done");
 		ck_assert_int_eq(s.err, cases[i].err);
 		ck_assert_msg(strstr(s.msg, cases[i].needle) != NULL, "%s", s.msg);
 	}
@@ -558,7 +561,7 @@ START_TEST(test_wrong_size)
 	/* Memfault announces more bytes than the CDN has */
 	fresh_url(url, sizeof(url));
 	get_with(&more, sha, SIZE + 100, NULL, url, 0);
-	t_run_until(base, &more.done, 60);
+	tloop_wait(base, tloop_flag, &more.done, 60000, "more.done");
 	ck_assert_int_eq(more.err, -EBADMSG);
 	ck_assert_msg(strstr(more.msg, "the CDN has 200000 bytes of an artifact Memfault announced "
 				       "with 200100") != NULL,
@@ -568,7 +571,7 @@ START_TEST(test_wrong_size)
 	/* ... or fewer */
 	fresh_url(url, sizeof(url));
 	get_with(&less, sha, SIZE - 100, NULL, url, 0);
-	t_run_until(base, &less.done, 60);
+	tloop_wait(base, tloop_flag, &less.done, 60000, "less.done");
 	ck_assert_int_eq(less.err, -EBADMSG);
 	ck_assert_msg(strstr(less.msg, "more than the 199900 bytes") != NULL, "%s", less.msg);
 	expect_gone();
@@ -580,7 +583,7 @@ START_TEST(test_wrong_size)
 	less.mode = REFRESH_NONE;
 	fresh_url(url, sizeof(url));
 	get_with(&less, sha, SIZE - 100, NULL, url, 0);
-	t_run_until(base, &less.done, 60);
+	tloop_wait(base, tloop_flag, &less.done, 60000, "less.done");
 	ck_assert_int_eq(less.err, -EBADMSG);
 	expect_gone();
 }
@@ -602,7 +605,7 @@ START_TEST(test_wrong_hash)
 	free(other);
 	fresh_url(url, sizeof(url));
 	get_with(&s, sha, SIZE, NULL, url, 0);
-	t_run_until(base, &s.done, 60);
+	tloop_wait(base, tloop_flag, &s.done, 60000, "s.done");
 	ck_assert_int_eq(s.err, -EBADMSG);
 	ck_assert_msg(strstr(s.msg, "not the") != NULL && strstr(s.msg, "deleted, never served"),
 	    "%s", s.msg);
@@ -620,7 +623,7 @@ START_TEST(test_truncated_body)
 				 .status = 200, .body = (const char *)payload, .body_len = 1000}),
 	    0);
 	get(&s);
-	t_run_until(base, &s.done, 60);
+	tloop_wait(base, tloop_flag, &s.done, 60000, "s.done");
 	ck_assert_msg(s.err == 0, "%s", s.msg);
 	ck_assert_str_eq(cdn_get(1)->range, "bytes=1000-");
 	expect_blob();
@@ -639,7 +642,7 @@ START_TEST(test_slow_drip)
 			     &(struct mockmf_response){.drip_ms = 100, .drip_bytes = 1000}),
 	    0);
 	get(&s);
-	t_run_until(base, &s.done, 60);
+	tloop_wait(base, tloop_flag, &s.done, 60000, "s.done");
 	ck_assert_msg(s.err == 0, "%s", s.msg);
 	ck_assert_uint_eq(cdn_gets(), 2);
 	ck_assert_ptr_nonnull(cdn_get(1)->range);
@@ -656,7 +659,7 @@ START_TEST(test_cdn_errors)
 			     &(struct mockmf_response){.status = 503, .body = "<html>busy</html>"}),
 	    0);
 	get(&s);
-	t_run_until(base, &s.done, 60);
+	tloop_wait(base, tloop_flag, &s.done, 60000, "s.done");
 	ck_assert_msg(s.err == 0, "%s", s.msg);
 	expect_blob();
 	ck_assert_int_eq(store_discard(st, sha), 0);
@@ -666,7 +669,7 @@ START_TEST(test_cdn_errors)
 			     &(struct mockmf_response){.status = 404, .body = "gone"}),
 	    0);
 	get(&t);
-	t_run_until(base, &t.done, 60);
+	tloop_wait(base, tloop_flag, &t.done, 60000, "t.done");
 	ck_assert_int_eq(t.err, -EREMOTEIO);
 	ck_assert_str_eq(t.msg, "the CDN answered HTTP 404");
 	ck_assert_uint_eq(partial_bytes(), 0);
@@ -680,7 +683,7 @@ START_TEST(test_wrong_host_refused)
 	teardown();
 	start(MOCKMF_CERT_WRONG_HOST, NULL);
 	get(&s);
-	t_run_until(base, &s.done, 60);
+	tloop_wait(base, tloop_flag, &s.done, 60000, "s.done");
 	ck_assert_int_eq(s.err, -EACCES);
 	ck_assert_ptr_nonnull(strstr(s.msg, "TLS with the CDN failed"));
 	ck_assert_uint_eq(mockmf_log_count(mf), 0);
@@ -703,7 +706,7 @@ START_TEST(test_waiters_leave)
 	ck_assert_uint_eq(p.waiters, 3);
 	download_waiter_cancel(a.w);
 	download_waiter_cancel(b.w);
-	t_run_until(base, &c.done, 60);
+	tloop_wait(base, tloop_flag, &c.done, 60000, "c.done");
 	ck_assert_int_eq(c.err, 0);
 	ck_assert(!a.done && !b.done);
 	expect_blob();
@@ -755,5 +758,5 @@ main(void)
 	tcase_add_test(tc, test_wrong_host_refused);
 	tcase_add_test(tc, test_waiters_leave);
 	suite_add_tcase(s, tc);
-	return t_run_suite(s);
+	return ck_main(s);
 }

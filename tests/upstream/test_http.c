@@ -1,9 +1,11 @@
 /* http.c through the real loop and libcurl multi against the HTTPS stand-in: buffered and
  * streamed bodies, gzip, chunked, redirects, Range, cuts, slow drips, TLS refusals, caps,
  * cancellation, and the header parsers. */
+#include "ck.h"
 #include "http.h"
 #include "mockmf.h"
-#include "testutil.h"
+#include "tdata.h"
+#include "tloop.h"
 
 #include <check.h>
 #include <errno.h>
@@ -157,7 +159,7 @@ get(const char *url, struct outcome *o, bool stream, uint64_t range, bool gzip, 
 
 	ck_assert_int_eq(http_request_start(http, &spec, &o->req), 0);
 	ck_assert(!o->done); /* never synchronous */
-	t_run_until(base, &o->done, 60);
+	tloop_wait(base, tloop_flag, &o->done, 60000, "o->done");
 }
 
 /* Asks for the latest release once so the CDN URL with sig=1 is valid. */
@@ -183,7 +185,7 @@ setup_with(enum mockmf_cert cert, const struct http_config *cfg_in)
 	ck_assert_ptr_nonnull(base);
 	mf = mockmf_new(base, &opt);
 	ck_assert_ptr_nonnull(mf);
-	t_fill(payload, sizeof(payload), 7);
+	tdata_fill(payload, sizeof(payload), 7);
 	ck_assert_int_eq(mockmf_add_payload(mf, "fw.bin", payload, sizeof(payload)), 0);
 	ck_assert_int_eq(mockmf_add_release(mf, &(struct mockmf_release){.hardware_version = "evt",
 						    .software_type = "app",
@@ -424,7 +426,7 @@ START_TEST(test_body_cap)
 	spec.url = url;
 	/* with a Content-Length */
 	ck_assert_int_eq(http_request_start(http, &spec, NULL), 0);
-	t_run_until(base, &o.done, 60);
+	tloop_wait(base, tloop_flag, &o.done, 60000, "o.done");
 	ck_assert_int_eq(o.error, HTTP_ERROR_TOO_LARGE);
 	outcome_clear(&o);
 	/* without one: counted as it arrives */
@@ -432,7 +434,7 @@ START_TEST(test_body_cap)
 	    mockmf_push(mf, "/cdn/fw.bin", &(struct mockmf_response){.flags = MOCKMF_CHUNKED}), 0);
 	spec.userdata = &o;
 	ck_assert_int_eq(http_request_start(http, &spec, NULL), 0);
-	t_run_until(base, &o.done, 60);
+	tloop_wait(base, tloop_flag, &o.done, 60000, "o.done");
 	ck_assert_int_eq(o.error, HTTP_ERROR_TOO_LARGE);
 	ck_assert_uint_le(o.body_bytes, 1000);
 	outcome_clear(&o);
@@ -443,7 +445,7 @@ START_TEST(test_body_cap)
 	spec.accept_gzip = true;
 	spec.userdata = &o;
 	ck_assert_int_eq(http_request_start(http, &spec, NULL), 0);
-	t_run_until(base, &o.done, 60);
+	tloop_wait(base, tloop_flag, &o.done, 60000, "o.done");
 	ck_assert_int_eq(o.error, HTTP_ERROR_TOO_LARGE);
 	outcome_clear(&o);
 	free(url);
@@ -469,7 +471,7 @@ START_TEST(test_callback_abort_and_cancel)
 			     &(struct mockmf_response){.drip_ms = 20, .drip_bytes = 1000}),
 	    0);
 	get(url, &c, true, 0, false, true);
-	t_run_for(base, 300);
+	tloop_for(base, 300);
 	ck_assert_uint_eq(http_pending(http), 0);
 	outcome_clear(&c);
 
@@ -483,7 +485,7 @@ START_TEST(test_callback_abort_and_cancel)
 		ck_assert_uint_eq(http_pending(http), 1);
 		http_request_cancel(req);
 		ck_assert_uint_eq(http_pending(http), 0);
-		t_run_for(base, 300);
+		tloop_for(base, 300);
 		ck_assert(!c.done);
 	}
 	/* and the client still works */
@@ -512,7 +514,7 @@ START_TEST(test_connect_refused_and_bad_scheme)
 	snprintf(url, sizeof(url), "https://127.0.0.1:%u/x", ntohs(sin.sin_port));
 	spec.url = url;
 	ck_assert_int_eq(http_request_start(http, &spec, NULL), 0);
-	t_run_until(base, &o.done, 60);
+	tloop_wait(base, tloop_flag, &o.done, 60000, "o.done");
 	ck_assert_int_eq(o.error, HTTP_ERROR_CONNECT);
 	outcome_clear(&o);
 
@@ -549,7 +551,7 @@ START_TEST(test_many_at_once)
 		ck_assert_int_eq(http_request_start(http, &spec, NULL), 0);
 	}
 	for (i = 0; i < 40; i++) {
-		t_run_until(base, &o[i].done, 60);
+		tloop_wait(base, tloop_flag, &o[i].done, 60000, "o[i].done");
 		done++;
 		ck_assert_int_eq(o[i].error, HTTP_ERROR_NONE);
 		ck_assert_uint_eq(o[i].stream_len, PAYLOAD_SIZE - i * 100);
@@ -633,5 +635,5 @@ http_suite(void)
 int
 main(void)
 {
-	return t_run_suite(http_suite());
+	return ck_main(http_suite());
 }

@@ -3,15 +3,18 @@
  * Retry-After in both forms, 500/502/504, redirects, oversized or broken bodies, network and
  * TLS failures), percent-encoding of awkward identities, and that the project key never shows
  * up in the logs. */
+#include "ck.h"
 #include "http.h"
 #include "log.h"
 #include "memfault.h"
 #include "mockmf.h"
-#include "testutil.h"
+#include "tdata.h"
+#include "tdir.h"
+#include "tfile.h"
+#include "tloop.h"
 
 #include <check.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,10 +57,10 @@ add_payload(const char *name, uint32_t seed, size_t len, char *sha)
 {
 	uint8_t *buf = malloc(len);
 
-	t_fill(buf, len, seed);
+	tdata_fill(buf, len, seed);
 	ck_assert_int_eq(mockmf_add_payload(mf, name, buf, len), 0);
 	if (sha != NULL)
-		t_sha256_hex(buf, len, sha);
+		tdata_sha256(buf, len, NULL, sha);
 	free(buf);
 }
 
@@ -76,14 +79,10 @@ start(enum mockmf_cert cert, const struct memfault_config *cfg_in, bool capture_
 
 	if (capture_log) {
 		char *path;
-		int fd;
 
-		logdir = t_mkdtemp("mflog");
-		ck_assert_int_ge(asprintf(&path, "%s/log", logdir), 0);
-		fd = open(path, O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0600);
-		ck_assert_int_ge(fd, 0);
-		ck_assert_int_eq(dup2(fd, STDERR_FILENO), STDERR_FILENO);
-		close(fd);
+		logdir = tdir_new("mflog");
+		path = tdir_join(logdir, "log");
+		tfile_capture_stderr(path);
 		free(path);
 	}
 	log_open("test", LOG_LEVEL_DEBUG, false);
@@ -144,7 +143,7 @@ teardown(void)
 	http_free(http);
 	mockmf_free(mf);
 	event_base_free(base);
-	t_rmtree(logdir);
+	tdir_rmrf(logdir);
 	free(logdir);
 	client = NULL;
 	http = NULL;
@@ -161,7 +160,7 @@ query_as(const char *serial, const char *hw, const char *sw, const char *cur, st
 	memset(c, 0, sizeof(*c));
 	ck_assert_int_eq(memfault_latest(client, &id, on_result, c, NULL), 0);
 	ck_assert(!c->done);
-	t_run_until(base, &c->done, 60);
+	tloop_wait(base, tloop_flag, &c->done, 60000, "c->done");
 }
 
 static void
@@ -533,13 +532,13 @@ START_TEST(test_cancel)
 
 	ck_assert_int_eq(memfault_latest(client, &id, on_result, &c, &q), 0);
 	memfault_query_cancel(q);
-	t_run_for(base, 300);
+	tloop_for(base, 300);
 	ck_assert(!c.done);
 	/* pending queries die with the client, silently */
 	ck_assert_int_eq(memfault_latest(client, &id, on_result, &c, NULL), 0);
 	memfault_free(client);
 	client = NULL;
-	t_run_for(base, 300);
+	tloop_for(base, 300);
 	ck_assert(!c.done);
 	ck_assert_uint_eq(http_pending(http), 0);
 }
@@ -620,7 +619,7 @@ START_TEST(test_key_never_logged)
 	memfault_result_clear(&c.res);
 	fflush(stderr);
 	ck_assert_int_ge(asprintf(&path, "%s/log", logdir), 0);
-	text = t_read_file(path, NULL);
+	text = tfile_read(path, NULL);
 	ck_assert_ptr_nonnull(text);
 	ck_assert_ptr_nonnull(strstr(text, "memfault: D1: update")); /* debug logging was on */
 	ck_assert_ptr_nonnull(strstr(text, "rejected the project key"));
@@ -655,5 +654,5 @@ main(void)
 	tcase_add_test(tc, test_wrong_host_certificate);
 	tcase_add_test(tc, test_key_never_logged);
 	suite_add_tcase(s, tc);
-	return t_run_suite(s);
+	return ck_main(s);
 }

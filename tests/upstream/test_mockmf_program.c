@@ -1,20 +1,23 @@
 /* The otagw-mockmf program as end-to-end tests and the demo use it: a scenario file with
  * releases, payloads (a file and a generated one), device lists and a canned response; the
  * info file; the answers the Memfault client gets from it; --help; a clean exit on SIGTERM. */
+#include "ck.h"
 #include "http.h"
 #include "memfault.h"
-#include "testutil.h"
+#include "tdata.h"
+#include "tdir.h"
+#include "tfile.h"
+#include "tloop.h"
+#include "tproc.h"
 
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -23,42 +26,7 @@
 
 #define KEY "feedfacefeedfacefeedfacefeedface"
 
-extern char **environ;
-
-static const char *
-program(void)
-{
-	const char *p = getenv("OTAGW_MOCKMF");
-
-	ck_assert_msg(p != NULL, "OTAGW_MOCKMF is not set (run through ctest)");
-	return p;
-}
-
-static pid_t
-spawn(char *const argv[], const char *out)
-{
-	posix_spawn_file_actions_t fa;
-	pid_t pid;
-
-	ck_assert_int_eq(posix_spawn_file_actions_init(&fa), 0);
-	if (out != NULL)
-		ck_assert_int_eq(posix_spawn_file_actions_addopen(
-				     &fa, STDOUT_FILENO, out, O_WRONLY | O_CREAT | O_TRUNC, 0600),
-		    0);
-	ck_assert_int_eq(posix_spawn(&pid, argv[0], &fa, NULL, argv, environ), 0);
-	posix_spawn_file_actions_destroy(&fa);
-	return pid;
-}
-
-static int
-wait_exit(pid_t pid)
-{
-	int status;
-
-	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
-	ck_assert(WIFEXITED(status));
-	return WEXITSTATUS(status);
-}
+#define WAIT_MS 60000
 
 struct result {
 	bool done;
@@ -111,12 +79,12 @@ query(struct event_base *base, struct memfault *mf, const char *serial, const ch
 
 	memset(r, 0, sizeof(*r));
 	ck_assert_int_eq(memfault_latest(mf, &id, on_result, r, NULL), 0);
-	t_run_until(base, &r->done, 60);
+	tloop_wait(base, tloop_flag, &r->done, 60000, "r->done");
 }
 
 START_TEST(test_scenario)
 {
-	char *dir = t_mkdtemp("mockmfprog"), *scenario, *info, *fw, *files;
+	char *dir = tdir_new("mockmfprog"), *scenario, *info, *fw, *files;
 	char *argv[8], err[256], hex[65];
 	struct event_base *base = event_base_new();
 	struct http_config hcfg = {0};
@@ -128,22 +96,16 @@ START_TEST(test_scenario)
 	uint8_t data[3000], md[32];
 	unsigned int mdlen, i;
 	unsigned waited = 0;
-	FILE *f;
-	pid_t pid;
+	struct tproc p;
 
 	ck_assert_int_ge(asprintf(&scenario, "%s/scenario.json", dir), 0);
 	ck_assert_int_ge(asprintf(&info, "%s/info.json", dir), 0);
 	ck_assert_int_ge(asprintf(&files, "%s/files", dir), 0);
 	ck_assert_int_ge(asprintf(&fw, "%s/files/dvt-1.0.bin", dir), 0);
 	ck_assert_int_eq(mkdir(files, 0700), 0);
-	t_fill(data, sizeof(data), 11);
-	f = fopen(fw, "wb");
-	ck_assert_ptr_nonnull(f);
-	ck_assert_uint_eq(fwrite(data, 1, sizeof(data), f), sizeof(data));
-	fclose(f);
-	f = fopen(scenario, "w");
-	ck_assert_ptr_nonnull(f);
-	fputs(
+	tdata_fill(data, sizeof(data), 11);
+	tfile_write(fw, 0600, data, sizeof(data));
+	tfile_write_str(scenario, 0600,
 	    "{\"project_key\": \"" KEY "\",\n"
 	    " \"releases\": [\n"
 	    "  {\"hardware_version\": \"evt\", \"software_type\": \"app\", \"version\": "
@@ -153,20 +115,18 @@ START_TEST(test_scenario)
 	    "  {\"hardware_version\": \"dvt\", \"software_type\": \"app\", \"version\": \"1.0\",\n"
 	    "   \"payload\": \"files/dvt-1.0.bin\", \"is_delta\": true}],\n"
 	    " \"responses\": [{\"path\": \"/api/v0/releases/latest\", \"status\": 503,\n"
-	    "   \"headers\": {\"Retry-After\": \"7\"}}]}\n",
-	    f);
-	fclose(f);
+	    "   \"headers\": {\"Retry-After\": \"7\"}}]}\n");
 
-	argv[0] = (char *)program();
+	argv[0] = (char *)tproc_prog("OTAGW_MOCKMF");
 	argv[1] = "-q";
 	argv[2] = "-s";
 	argv[3] = scenario;
 	argv[4] = "-i";
 	argv[5] = info;
 	argv[6] = NULL;
-	pid = spawn(argv, NULL);
+	tproc_spawn(&p, argv, NULL);
 	while ((j = json_load_file(info, 0, NULL)) == NULL) {
-		t_run_for(base, 50);
+		tloop_for(base, 50);
 		ck_assert_uint_lt(waited++, 600);
 	}
 	hcfg.ca_file = json_string_value(json_object_get(j, "ca_file"));
@@ -196,7 +156,7 @@ START_TEST(test_scenario)
 
 		ck_assert_int_eq(EVP_DigestInit_ex(b.sha, EVP_sha256(), NULL), 1);
 		ck_assert_int_eq(http_request_start(http, &spec, NULL), 0);
-		t_run_until(base, &b.done, 60);
+		tloop_wait(base, tloop_flag, &b.done, 60000, "b.done");
 		ck_assert_int_eq(b.status, 200);
 		ck_assert_uint_eq(b.len, 70000);
 		ck_assert_int_eq(EVP_DigestFinal_ex(b.sha, md, &mdlen), 1);
@@ -217,7 +177,7 @@ START_TEST(test_scenario)
 	query(base, mf, "B7", "dvt", "0.9", &r);
 	ck_assert_int_eq(r.res.outcome, MEMFAULT_OUTCOME_UPDATE);
 	ck_assert(r.res.release->is_delta);
-	t_sha256_hex(data, sizeof(data), hex);
+	tdata_sha256(data, sizeof(data), NULL, hex);
 	ck_assert_str_eq(r.res.artifact->sha256, hex);
 	ck_assert_str_eq(r.res.artifact->filename, "dvt-1.0.bin");
 	memfault_result_clear(&r.res);
@@ -229,11 +189,11 @@ START_TEST(test_scenario)
 	memfault_free(mf);
 	http_free(http);
 	json_decref(j);
-	ck_assert_int_eq(kill(pid, SIGTERM), 0);
-	ck_assert_int_eq(wait_exit(pid), 0);
+	ck_assert_int_eq(tproc_stop(&p, SIGTERM, WAIT_MS), 0);
+	tproc_free(&p);
 	ck_assert_int_eq(access(info, F_OK), -1); /* removed at exit */
 	event_base_free(base);
-	t_rmtree(dir);
+	tdir_rmrf(dir);
 	free(scenario);
 	free(info);
 	free(files);
@@ -244,33 +204,30 @@ END_TEST
 
 START_TEST(test_help_and_errors)
 {
-	char *dir = t_mkdtemp("mockmfprog"), *out, *bad, *text;
+	char *dir = tdir_new("mockmfprog"), *bad;
 	char *argv[4];
-	FILE *f;
+	struct tproc p;
 
-	ck_assert_int_ge(asprintf(&out, "%s/out", dir), 0);
-	ck_assert_int_ge(asprintf(&bad, "%s/bad.json", dir), 0);
-	argv[0] = (char *)program();
+	bad = tdir_join(dir, "bad.json");
+	argv[0] = (char *)tproc_prog("OTAGW_MOCKMF");
 	argv[1] = "--help";
 	argv[2] = NULL;
-	ck_assert_int_eq(wait_exit(spawn(argv, out)), 0);
-	text = t_read_file(out, NULL);
-	ck_assert_ptr_nonnull(strstr(text, "Scenario format"));
-	ck_assert_ptr_nonnull(strstr(text, "--info-file"));
-	free(text);
+	ck_assert_int_eq(tproc_run(&p, argv, NULL, WAIT_MS), 0);
+	ck_assert_ptr_nonnull(strstr(p.out, "Scenario format"));
+	ck_assert_ptr_nonnull(strstr(p.out, "--info-file"));
+	tproc_free(&p);
 
-	f = fopen(bad, "w");
-	fputs("{\"releases\": [{\"version\": \"1\"}]}", f);
-	fclose(f);
+	tfile_write_str(bad, 0600, "{\"releases\": [{\"version\": \"1\"}]}");
 	argv[1] = "-s";
 	argv[2] = bad;
 	argv[3] = NULL;
-	ck_assert_int_ne(wait_exit(spawn(argv, out)), 0);
+	ck_assert_int_ne(tproc_run(&p, argv, NULL, WAIT_MS), 0);
+	tproc_free(&p);
 	argv[1] = "--port";
 	argv[2] = "70000";
-	ck_assert_int_eq(wait_exit(spawn(argv, out)), 2);
-	t_rmtree(dir);
-	free(out);
+	ck_assert_int_eq(tproc_run(&p, argv, NULL, WAIT_MS), 2);
+	tproc_free(&p);
+	tdir_rmrf(dir);
 	free(bad);
 	free(dir);
 }
@@ -286,5 +243,5 @@ main(void)
 	tcase_add_test(tc, test_scenario);
 	tcase_add_test(tc, test_help_and_errors);
 	suite_add_tcase(s, tc);
-	return t_run_suite(s);
+	return ck_main(s);
 }

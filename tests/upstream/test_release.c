@@ -1,8 +1,8 @@
 /* release.c: parsing Memfault's release JSON (required, optional and unknown fields, bounds) and
  * choosing the artifact for a device; backoff.c: the retry delays. Table-driven, no loop. */
 #include "backoff.h"
+#include "ck.h"
 #include "release.h"
-#include "testutil.h"
 
 #include <check.h>
 #include <errno.h>
@@ -310,5 +310,5 @@ main(void)
 	tcase_add_test(tc, test_limits);
 	tcase_add_test(tc, test_backoff);
 	suite_add_tcase(s, tc);
-	return t_run_suite(s);
+	return ck_main(s);
 }

@@ -4,6 +4,7 @@
  * Memfault, shared requests for concurrent checks, cancellation, and a download whose expired
  * URL is refreshed through a fresh check. The key never reaches the log; the database passes
  * its integrity check after every test. */
+#include "ck.h"
 #include "db.h"
 #include "devices.h"
 #include "download.h"
@@ -12,12 +13,14 @@
 #include "memfault.h"
 #include "mockmf.h"
 #include "store.h"
-#include "testutil.h"
+#include "tdata.h"
+#include "tdir.h"
+#include "tfile.h"
+#include "tloop.h"
 #include "upstream.h"
 
 #include <check.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -80,7 +83,7 @@ check_as(const char *serial, const char *hw, const char *cur, unsigned flags, st
 	memset(s, 0, sizeof(*s));
 	ck_assert_int_eq(upstream_check(up, &id, flags, on_answer, s, NULL), 0);
 	ck_assert(!s->done); /* never synchronous, even from the cache */
-	t_run_until(base, &s->done, 60);
+	tloop_wait(base, tloop_flag, &s->done, 60000, "s->done");
 }
 
 static size_t
@@ -97,22 +100,18 @@ start(const struct upstream_config *ucfg)
 	struct http_config hcfg = {0};
 	struct store_config scfg = {0};
 	char err[512], *logpath, *dbp, *cache;
-	int fd;
 
-	dir = t_mkdtemp("upstream");
-	ck_assert_int_ge(asprintf(&logpath, "%s/log", dir), 0);
-	fd = open(logpath, O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0600);
-	ck_assert_int_ge(fd, 0);
-	ck_assert_int_eq(dup2(fd, STDERR_FILENO), STDERR_FILENO);
-	close(fd);
+	dir = tdir_new("upstream");
+	logpath = tdir_join(dir, "log");
+	tfile_capture_stderr(logpath);
 	free(logpath);
 	log_open("test", LOG_LEVEL_DEBUG, false);
 
 	base = event_base_new();
 	mf = mockmf_new(base, &opt);
 	ck_assert_ptr_nonnull(mf);
-	t_fill(payload, sizeof(payload), 5);
-	t_sha256_hex(payload, sizeof(payload), sha);
+	tdata_fill(payload, sizeof(payload), 5);
+	tdata_sha256(payload, sizeof(payload), NULL, sha);
 	ck_assert_int_eq(mockmf_add_payload(mf, "fw.bin", payload, sizeof(payload)), 0);
 	ck_assert_int_eq(mockmf_add_release(mf, &(struct mockmf_release){.hardware_version = "evt",
 						    .software_type = "app",
@@ -161,7 +160,7 @@ teardown(void)
 	event_base_free(base);
 	fflush(stderr);
 	ck_assert_int_ge(asprintf(&path, "%s/log", dir), 0);
-	text = t_read_file(path, NULL);
+	text = tfile_read(path, NULL);
 	ck_assert_ptr_nonnull(text);
 	ck_assert_ptr_null(strstr(text, KEY));
 	if (getenv("OTAGW_TEST_LOG") != NULL) {
@@ -175,7 +174,7 @@ teardown(void)
 	}
 	free(text);
 	free(path);
-	t_rmtree(dir);
+	tdir_rmrf(dir);
 	free(dir);
 	up = NULL;
 	st = NULL;
@@ -253,7 +252,7 @@ START_TEST(test_answer_lifetime)
 	start(&cfg);
 	check_as("D1", "evt", "1.0.0", 0, &s);
 	answer_clear(&s);
-	t_run_for(base, 2100); /* past the one-second lifetime, whatever the clock's phase */
+	tloop_for(base, 2100); /* past the one-second lifetime, whatever the clock's phase */
 	check_as("D1", "evt", "1.0.0", 0, &s);
 	ck_assert(!s.a.from_cache);
 	ck_assert_uint_eq(latest_requests(), 2);
@@ -362,7 +361,7 @@ START_TEST(test_key_rejected_for_all)
 	/* the operator sees one line saying what to fix, with the device, and not the key */
 	fflush(stderr);
 	ck_assert_int_ge(asprintf(&path, "%s/log", dir), 0);
-	text = t_read_file(path, NULL);
+	text = tfile_read(path, NULL);
 	ck_assert_ptr_nonnull(strstr(text,
 	    "test err: D1: Memfault rejected the project key (HTTP 403): check project_key in "
 	    "/etc/otagw/otagw.conf; not asking again for 3600 s"));
@@ -405,8 +404,8 @@ START_TEST(test_concurrent_checks_share)
 		    0);
 	}
 	upstream_check_cancel(gone);
-	t_run_until_count(base, &done, 4, 60);
-	t_run_for(base, 100);
+	tloop_wait(base, tloop_count, &(struct tloop_count){&done, 4}, 60000, "4 done");
+	tloop_for(base, 100);
 	ck_assert(!s[4].done);
 	for (i = 0; i < 4; i++) {
 		ck_assert_int_eq(s[i].a.kind, UPSTREAM_UPDATE);
@@ -421,9 +420,9 @@ START_TEST(test_concurrent_checks_share)
 	    0);
 	memset(s, 0, sizeof(s));
 	ck_assert_int_eq(upstream_check(up, &id, UPSTREAM_CHECK_FRESH, on_answer, &s[0], &gone), 0);
-	t_run_for(base, 5);
+	tloop_for(base, 5);
 	upstream_check_cancel(gone);
-	t_run_for(base, 300);
+	tloop_for(base, 300);
 	ck_assert(!s[0].done);
 	ck_assert_uint_eq(http_pending(http), 0);
 
@@ -500,7 +499,7 @@ START_TEST(test_download_refresh_through_check)
 	req.artifact_id = s.a.artifact->id;
 	ck_assert_int_eq(download_get(dm, &req, &cb, &r.w), 0);
 	answer_clear(&s);
-	t_run_until(base, &r.done, 60);
+	tloop_wait(base, tloop_flag, &r.done, 60000, "r.done");
 	ck_assert_msg(r.err == 0, "%s", r.msg);
 	ck_assert_uint_eq(r.refreshes, 1);
 	ck_assert_uint_eq(latest_requests(), 2);
@@ -526,5 +525,5 @@ main(void)
 	tcase_add_test(tc, test_concurrent_checks_share);
 	tcase_add_test(tc, test_download_refresh_through_check);
 	suite_add_tcase(s, tc);
-	return t_run_suite(s);
+	return ck_main(s);
 }
