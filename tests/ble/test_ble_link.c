@@ -14,6 +14,8 @@
 #include <systemd/sd-bus.h>
 
 #include "ble.h"
+#include "ck.h"
+#include "tclock.h"
 #include "testbus.h"
 #include "world.h"
 
@@ -177,18 +179,18 @@ fb_run(void *arg)
 static void
 wait_count(struct world *w, atomic_int *counter, int want, const char *what)
 {
-	uint64_t end = e2e_now_ms() + 30000;
+	uint64_t end = tclock_ms() + 30000;
 
 	while (*counter < want) {
 		if (fb.failed)
 			world_fail(w, "the org.bluez stand-in failed");
-		if (e2e_now_ms() > end) {
+		if (tclock_ms() > end) {
 			char msg[128];
 
 			snprintf(msg, sizeof(msg), "%s did not happen", what);
 			world_fail(w, msg);
 		}
-		e2e_sleep_ms(20);
+		tclock_sleep_ms(20);
 	}
 }
 
@@ -261,15 +263,9 @@ main(void)
 {
 	Suite *s = suite_create("ble_link");
 	TCase *tc = tcase_create("daemon");
-	SRunner *sr;
-	int failed;
 
 	tcase_set_timeout(tc, 240);
 	tcase_add_test(tc, ble_link);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? 0 : 1;
+	return ck_main(s);
 }

@@ -9,6 +9,7 @@
 #include <event2/event.h>
 
 #include "busev.h"
+#include "ck.h"
 #include "testbus.h"
 
 #define T_PATH  "/org/otagw/Test"
@@ -415,11 +416,5 @@ busev_suite(void)
 int
 main(void)
 {
-	SRunner *sr = srunner_create(busev_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return ck_main(busev_suite());
 }
