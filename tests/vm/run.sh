@@ -32,10 +32,16 @@ channels=${OTAGW_VM_GATT_CHANNELS:-1}
 [[ $script =~ ^[-/A-Za-z0-9._+]+$ ]] || die "guest script path has characters the VM cannot pass: $script"
 [[ $here =~ ^[-/A-Za-z0-9._+]+$ ]] || die "harness path has characters the VM cannot pass: $here"
 # The guest mounts tmpfs over these, hiding the host's files there.
-case "$script" in
-/tmp/* | /run/* | /var/tmp/* | /var/log/* | /var/lib/bluetooth/* | /var/lib/dbus/*)
-	die "guest script $script is in a folder the guest hides under tmpfs; put it elsewhere" ;;
-esac
+hidden() {
+	case "$(realpath -m "$2")/" in
+	/tmp/* | /run/* | /var/tmp/* | /var/log/* | /var/lib/bluetooth/* | /var/lib/dbus/*)
+		die "$1 $2 is in a folder the guest hides under tmpfs; $3" ;;
+	esac
+}
+hidden "guest script" "$script" "put it elsewhere"
+# The guest runs the programs the build made, so the build folder must be visible there too.
+[ -z "${OTAGW_BUILD_DIR:-}" ] ||
+	hidden "build folder" "$OTAGW_BUILD_DIR" "build in a folder outside /tmp (e.g. ./build)"
 
 cache=${OTAGW_VM_CACHE:-/var/cache/otagw-vm}
 ver=$(cat "$cache/current" 2>/dev/null) || ver=
