@@ -10,7 +10,7 @@ pkgs=(
 	libevent-dev libssl-dev libcurl4-openssl-dev libsqlite3-dev libsystemd-dev libjansson-dev
 	libinih-dev libbluetooth-dev zlib1g-dev
 	# tests, tools and benchmarks
-	check openssl ca-certificates sqlite3 dbus systemd lrzsz socat scdoc python3 jq
+	check openssl ca-certificates sqlite3 dbus systemd lrzsz scdoc python3 jq
 	# MCU footprint
 	gcc-arm-none-eabi libnewlib-arm-none-eabi
 	# BLE on a real BlueZ stack inside a QEMU VM

@@ -76,6 +76,16 @@ DESTDIR=$dest cmake --install "$build" >"$tmp/install.log" 2>&1 || {
 list=$(expected "$prefix" "$sysconf" "$man_built")
 before=$failures
 check_tree "$dest" "$list"
+# An upgrade (installing again) keeps the operator's configuration.
+echo "# edited by the operator" >>"$dest$sysconf/otagw/otagw.conf"
+if ! DESTDIR=$dest cmake --install "$build" >"$tmp/install2.log" 2>&1; then
+	cat "$tmp/install2.log"
+	fail "cmake --install $build, a second time"
+elif ! grep -q "edited by the operator" "$dest$sysconf/otagw/otagw.conf"; then
+	fail "installing again replaced the operator's $sysconf/otagw/otagw.conf"
+elif ! grep -q "Keeping: .*otagw.conf" "$tmp/install2.log"; then
+	fail "installing again kept $sysconf/otagw/otagw.conf without saying so"
+fi
 # Whatever else gets installed (other parts of otagw add programs) must stay in the usual
 # places: programs in bin/sbin/libexec, data under lib/ and share/, configuration in
 # SYSCONFDIR/otagw; nothing writable by others.
