@@ -20,10 +20,6 @@
 #define SENDER_MAX_TIMEOUTS   8     /* consecutive RTOs without progress before giving up */
 #define SENDER_PAYLOAD_FLOOR  64    /* the smallest payload the adaptation chooses */
 #define SENDER_WINDOW_MAX     255   /* a HELLO window is a u8 */
-/* Packet links (BLE): payload bytes kept in flight at least (within the device's window); about
- * one round trip of the fastest LE link, 2M PHY at ~175 kB/s over a ~45 ms GATT round trip
- * through bluetoothd. See sender_cwnd_min() in sender.c. */
-#define SENDER_PACKET_INFLIGHT 8192
 
 /* How DATA messages travel; it sets the per-frame overhead the payload choice weighs. */
 enum sender_link {

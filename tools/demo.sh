@@ -6,7 +6,8 @@
 # configuration (the project key in a 0600 file) on one end of an emulated 921600-baud UART
 # (otagw-linkemu), and attaches otagw-devsim running 1.0.0 to the other end. You see the
 # daemon's log, the device's progress, the SHA-256 the device verified, its reboot into 1.1.0
-# and the gateway confirming the install. Exit status 0 on success; otherwise the reason.
+# and the gateway confirming the install, then what otagwctl shows an operator (otagwd offers
+# its D-Bus API on a private bus the demo starts). Exit status 0 on success; otherwise the reason.
 # Everything it starts is stopped and everything it writes (under a temp directory) removed.
 #
 # Usage: bash tools/demo.sh            (from anywhere; as root on a fresh Debian 12)
@@ -65,10 +66,10 @@ tmp=$(mktemp -d "${TMPDIR:-/tmp}/otagw-demo.XXXXXX")
 step "Dependencies (tools/deps.sh)"
 bash "$top/tools/deps.sh" || fail "missing packages; run this script as root to install them"
 
-step "Building otagwd, otagw-devsim, otagw-mockmf and otagw-linkemu into $build"
+step "Building otagwd, otagwctl, otagw-devsim, otagw-mockmf and otagw-linkemu into $build"
 t0=$SECONDS
 if ! { cmake -S "$top" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo &&
-	cmake --build "$build" -j"$(nproc)" --target otagwd otagw-devsim otagw-mockmf otagw-linkemu; } \
+	cmake --build "$build" -j"$(nproc)" --target otagwd otagw-devsim otagw-mockmf otagw-linkemu otagwctl; } \
 	>"$tmp/build.log" 2>&1; then
 	tail -n 30 "$tmp/build.log" >&2
 	fail "the build failed (the last lines of its output are above)"
@@ -100,6 +101,15 @@ wait_until '[ -e "$tmp/gw.tty" ] && [ -e "$tmp/dev.tty" ]' 10 ||
 	fail "otagw-linkemu did not start: $(cat "$tmp/linkemu.log")"
 echo "   gateway side $tmp/gw.tty, device side $tmp/dev.tty"
 
+step "A private D-Bus bus for otagwd's status API (otagwctl talks to it)"
+dbus-daemon --session --fork --nopidfile --print-address=3 --print-pid=4 \
+	3>"$tmp/bus.address" 4>"$tmp/bus.pid" 2>"$tmp/dbus.log" ||
+	fail "dbus-daemon did not start: $(cat "$tmp/dbus.log")"
+pids+=("$(cat "$tmp/bus.pid")")
+DBUS_SESSION_BUS_ADDRESS=$(head -n 1 "$tmp/bus.address")
+export DBUS_SESSION_BUS_ADDRESS
+echo "   $DBUS_SESSION_BUS_ADDRESS"
+
 step "otagwd with a generated configuration"
 (umask 077 && printf '%s\n' "$key" >"$tmp/project-key")
 mkdir -m 0700 "$tmp/state" "$tmp/cache"
@@ -120,7 +130,7 @@ device = $tmp/gw.tty
 baud = $baud
 
 [dbus]
-bus = none
+bus = session
 EOF
 chmod 600 "$tmp/otagw.conf"
 "$build/daemon/otagwd" --check-config -c "$tmp/otagw.conf" >/dev/null ||
@@ -153,6 +163,12 @@ verified=$(sed -n 's/.*"event":"verify","sha256":"\([0-9a-f]*\)".*"match":true.*
 installed=$(sha256sum "$tmp/devsim/$serial/installed.bin" | cut -d' ' -f1)
 [ "$verified" = "$sha" ] && [ "$installed" = "$sha" ] ||
 	fail "the image on the device does not match the release"
+step "What an operator sees: otagwctl status, show $serial, history"
+for cmd in status "show $serial" history; do
+	# shellcheck disable=SC2086 # cmd is split into its words on purpose
+	"$build/tools/otagwctl/otagwctl" --user $cmd 2>&1 | sed -u "s/^/   ${dim}otagwctl $cmd |${off} /" ||
+		fail "otagwctl $cmd failed"
+done
 echo
 printf '%sDemo OK%s: %s updated %s -> %s over a %s-baud UART\n' "$green" "$off" "$serial" \
 	"$from" "$to" "$baud"
