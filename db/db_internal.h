@@ -4,6 +4,7 @@
 #ifndef OTAGW_DB_INTERNAL_H
 #define OTAGW_DB_INTERNAL_H
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -21,8 +22,24 @@
 void db_seterr(struct db *db, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Sets db's error message and evaluates to err, so callers can write
- * `return db_err(db, -EINVAL, "...")` (a macro, so analysers see the value returned). */
-#define db_err(db, err, ...) (db_seterr((db), __VA_ARGS__), (err))
+ * `return db_err(db, -EINVAL, "...")` (a macro, so analysers see the value returned). err is
+ * evaluated first: `db_err(db, -errno, ...)` must not see an errno that formatting changed. */
+#define db_err(db, err, ...)                  \
+	({                                    \
+		int db_err_ret_ = (err);      \
+		db_seterr((db), __VA_ARGS__); \
+		db_err_ret_;                  \
+	})
+
+/* -errno after a failed system call. errno is positive then, but analysers cannot know it and
+ * would take a failure for a success. */
+static inline int
+db_neg_errno(void)
+{
+	int e = errno;
+
+	return e > 0 ? -e : -EIO;
+}
 
 /* Turns a failed sqlite result code into a negative errno, and sets the message to
  * "<what>: <sqlite's message>" plus a hint when the file is corrupt. */

@@ -223,7 +223,7 @@ devices_get(struct db *db, const char *serial, struct devices_entry *out)
 		return r;
 	db_bind_text(st, 1, serial);
 	r = db_step(db, st, "reading a device");
-	if (r == 1) {
+	if (r > 0) {
 		devices_row(st, out);
 		db_reset(st);
 		return 0;

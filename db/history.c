@@ -239,14 +239,15 @@ history_pending_install(struct db *db, const char *serial, struct history_entry 
 	r = db_step(db, st, "reading transfers");
 	if (r < 0)
 		return r;
-	if (r == 1) {
+	if (r > 0) {
 		history_row(st, &e);
 		db_reset(st);
+		if (e.result == HISTORY_RESULT_VERIFIED) {
+			*out = e;
+			return 0;
+		}
 	}
-	if (r == 0 || e.result != HISTORY_RESULT_VERIFIED)
-		return db_err(db, -ENOENT, "device %s has no install to confirm", serial);
-	*out = e;
-	return 0;
+	return db_err(db, -ENOENT, "device %s has no install to confirm", serial);
 }
 
 int
