@@ -560,6 +560,10 @@ ble_central_on_objects(sd_bus_message *m, void *userdata, sd_bus_error *ret_erro
 		if (r >= 0)
 			r = sd_bus_message_exit_container(m);
 	}
+	/* What was read before a malformed entry is kept; signals bring the rest. */
+	if (r < 0)
+		ble_central_debug(
+		    c, "GetManagedObjects reply: %s, ignoring the rest", strerror(-r));
 	ble_central_schedule(c);
 	return 0;
 }
@@ -766,7 +770,8 @@ ble_dev_reject(struct ble_dev *d, int err)
 	ble_central_debug(c, "%s: not served: %s", d->path, strerror(-err));
 	ble_dev_cancel(d);
 	d->holdoff_until_ms =
-	    ble_now_ms() + (c->cfg.holdoff_s ? c->cfg.holdoff_s : BLE_CENTRAL_HOLDOFF_S) * 1000u;
+	    ble_now_ms() +
+	    (uint64_t)(c->cfg.holdoff_s ? c->cfg.holdoff_s : BLE_CENTRAL_HOLDOFF_S) * 1000;
 	ble_dev_disconnect(d);
 	ble_central_schedule(c);
 }
@@ -1027,7 +1032,7 @@ ble_dev_setup(struct ble_dev *d)
 		ble_dev_cancel(d);
 		ble_central_debug(c, "%s: no otagw service; leaving it alone for %u s", d->path,
 		    (unsigned)BLE_CENTRAL_FOREIGN_S);
-		d->holdoff_until_ms = ble_now_ms() + BLE_CENTRAL_FOREIGN_S * 1000u;
+		d->holdoff_until_ms = ble_now_ms() + (uint64_t)BLE_CENTRAL_FOREIGN_S * 1000;
 		ble_dev_disconnect(d);
 		return;
 	}
@@ -1450,7 +1455,7 @@ ble_central_new(struct event_base *base, struct busev *be, const struct ble_cent
 	c->tick_ev = event_new(base, -1, EV_PERSIST, ble_central_on_step, c);
 	if (!c->step_ev || !c->tick_ev)
 		goto fail;
-	event_add(c->tick_ev, &(struct timeval){0, BLE_CENTRAL_TICK_MS * 1000});
+	event_add(c->tick_ev, &(struct timeval){0, (suseconds_t)BLE_CENTRAL_TICK_MS * 1000});
 
 	/* Signals first, then the snapshot: whatever changes in between arrives as a signal. */
 	r = sd_bus_match_signal_async(c->bus, &c->m_added, BLUEZ, "/",
