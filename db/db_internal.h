@@ -53,6 +53,11 @@ int db_prepare(struct db *db, const char *sql, sqlite3_stmt **out);
  * reset, the message names what). Callers that stop reading before 0 call db_reset(). */
 int db_step(struct db *db, sqlite3_stmt *st, const char *what);
 
+/* The one-parameter lookup: db_prepare(sql), binds text to ?1 and steps once. Returns
+ * db_step()'s result; on 1, *out is on the row (read it, then db_reset()). */
+int db_query_text(
+    struct db *db, const char *sql, const char *text, const char *what, sqlite3_stmt **out);
+
 /* Resets a statement so it holds no read snapshot. Accepts NULL. */
 void db_reset(sqlite3_stmt *st);
 

@@ -152,11 +152,7 @@ store_get(struct store *s, const char *key, struct store_artifact *a)
 	sqlite3_stmt *st;
 	int r;
 
-	r = db_prepare(s->db, sql_get, &st);
-	if (r < 0)
-		return r;
-	db_bind_text(st, 1, key);
-	r = db_step(s->db, st, "reading an artifact");
+	r = db_query_text(s->db, sql_get, key, "reading an artifact", &st);
 	if (r > 0) {
 		store_row(st, a);
 		db_reset(st);
@@ -271,11 +267,7 @@ store_evict(struct store *s, uint64_t need, const char *except)
 			return r;
 		if (need <= s->max_bytes && reserved <= s->max_bytes - need)
 			return 0;
-		r = db_prepare(s->db, sql_victim, &st);
-		if (r < 0)
-			return r;
-		db_bind_text(st, 1, except);
-		r = db_step(s->db, st, "choosing an artifact to evict");
+		r = db_query_text(s->db, sql_victim, except, "choosing an artifact to evict", &st);
 		if (r < 0)
 			return r;
 		if (r == 0)
