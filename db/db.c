@@ -169,7 +169,7 @@ int
 db_query_text(
     struct db *db, const char *sql, const char *text, const char *what, sqlite3_stmt **out)
 {
-	sqlite3_stmt *st;
+	sqlite3_stmt *st = NULL; /* clang-analyzer cannot tell db_sqlerr() is negative */
 	int r;
 
 	r = db_prepare(db, sql, &st);
