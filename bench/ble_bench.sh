@@ -40,13 +40,9 @@ fail() {
 	echo "ble-bench: FAIL: $*" >&2
 	exit 1
 }
+# wait_for FILE PATTERN SECONDS: vm_wait_for in seconds, failing the benchmark.
 wait_for() {
-	local i
-	for ((i = 0; i < $3 * 10; i++)); do
-		grep -q -- "$2" "$1" 2>/dev/null && return 0
-		sleep 0.1
-	done
-	fail "'$2' did not appear in $(basename "$1") within $3 s"
+	vm_wait_for "$1" "$2" $(($3 * 10)) || fail "'$2' did not appear in $(basename "$1") within $3 s"
 }
 # disconnect_all: waits until hci0 has no link left (bluetoothd drops one 2 s after its last
 # user), so a delayed disconnect cannot cut the next run.

@@ -400,6 +400,16 @@ dir_reset(struct dir *d)
 	d->out_blocked = false;
 }
 
+/* Frees what dir_init allocated; a zeroed or freed dir is fine. */
+static void
+dir_free(struct dir *d)
+{
+	free(d->buf);
+	free(d->due);
+	d->buf = NULL;
+	d->due = NULL;
+}
+
 static int
 dir_init(struct dir *d, const char *name, struct side *in, struct side *out, const struct config *c,
     unsigned int index)
@@ -409,16 +419,12 @@ dir_init(struct dir *d, const char *name, struct side *in, struct side *out, con
 	uint64_t in_flight =
 	    (uint64_t)c->baud / BITS_PER_BYTE * (c->latency_ns / NS_PER_MS + 2) / 1000;
 
-	memset(d, 0, sizeof(*d));
-	d->name = name;
-	d->in = in;
-	d->out = out;
+	*d = (struct dir){.name = name, .in = in, .out = out};
 	d->cap = c->fifo + (size_t)in_flight + 4096;
 	d->buf = malloc(d->cap);
 	d->due = malloc(d->cap * sizeof(*d->due));
 	if (d->buf == NULL || d->due == NULL) {
-		free(d->buf);
-		free(d->due);
+		dir_free(d);
 		return -ENOMEM;
 	}
 	d->rng = c->seed ^ (0x5851f42d4c957f2dull * (index + 1));
@@ -637,6 +643,7 @@ main(int argc, char **argv)
 	if (dir_init(&e.dirs[0], "a2b", &e.a, &e.b, &e.c, 0) < 0 ||
 	    dir_init(&e.dirs[1], "b2a", &e.b, &e.a, &e.c, 1) < 0) {
 		fprintf(stderr, "otagw-linkemu: out of memory\n");
+		dir_free(&e.dirs[0]);
 		return 1;
 	}
 	/* Signals are blocked except inside ppoll(), so a stop is never missed between the check
@@ -700,9 +707,7 @@ main(int argc, char **argv)
 	    e.dirs[0].flipped + e.dirs[1].flipped, e.dirs[0].flipped, e.dirs[1].flipped, e.drops,
 	    (double)(now_ns() - e.start) / 1e9);
 	fflush(stdout);
-	for (i = 0; i < 2; i++) {
-		free(e.dirs[i].buf);
-		free(e.dirs[i].due);
-	}
+	for (i = 0; i < 2; i++)
+		dir_free(&e.dirs[i]);
 	return 0;
 }

@@ -895,19 +895,19 @@ config_set_group(struct parse *p, void *target, const char *value)
 
 /* clang-format off */
 #define FIELD(st, m)	.offset = offsetof(st, m), .size = sizeof(((st *)0)->m)
-#define PATH(k, st, m)	{.name = k, .type = CONFIG_KEY_PATH, FIELD(st, m)}
+#define PATH(k, st, m)	{.name = (k), .type = CONFIG_KEY_PATH, FIELD(st, m)}
 #define UINT(k, st, m, lo, hi) \
-	{.name = k, .type = CONFIG_KEY_UINT, FIELD(st, m), .min = lo, .max = hi}
+	{.name = (k), .type = CONFIG_KEY_UINT, FIELD(st, m), .min = (lo), .max = (hi)}
 #define DURATION(k, st, m, lo, hi) \
-	{.name = k, .type = CONFIG_KEY_DURATION, FIELD(st, m), .min = lo, .max = hi}
+	{.name = (k), .type = CONFIG_KEY_DURATION, FIELD(st, m), .min = (lo), .max = (hi)}
 #define SIZE(k, st, m, lo, hi) \
-	{.name = k, .type = CONFIG_KEY_SIZE, FIELD(st, m), .min = lo, .max = hi}
-#define BOOL(k, st, m)	{.name = k, .type = CONFIG_KEY_BOOL, FIELD(st, m)}
-#define ENUM(k, st, m, n) {.name = k, .type = CONFIG_KEY_ENUM, FIELD(st, m), .names = n}
-#define CUSTOM(k, fn)	{.name = k, .type = CONFIG_KEY_CUSTOM, .set = fn}
-#define LIST(k, fn)	{.name = k, .type = CONFIG_KEY_CUSTOM, .set = fn, .repeat = true}
+	{.name = (k), .type = CONFIG_KEY_SIZE, FIELD(st, m), .min = (lo), .max = (hi)}
+#define BOOL(k, st, m)	{.name = (k), .type = CONFIG_KEY_BOOL, FIELD(st, m)}
+#define ENUM(k, st, m, n) {.name = (k), .type = CONFIG_KEY_ENUM, FIELD(st, m), .names = (n)}
+#define CUSTOM(k, fn)	{.name = (k), .type = CONFIG_KEY_CUSTOM, .set = (fn)}
+#define LIST(k, fn)	{.name = (k), .type = CONFIG_KEY_CUSTOM, .set = (fn), .repeat = true}
 #define MAX_FRAME	UINT("max_frame", struct config_link, max_frame, 64, FRAME_MSG_MAX)
-#define SECTION(n, k, named, keys) {n, k, named, keys, sizeof(keys) / sizeof(keys[0])}
+#define SECTION(n, k, named, keys) {(n), (k), (named), (keys), sizeof(keys) / sizeof((keys)[0])}
 /* clang-format on */
 
 static const char *const config_flow_names[] = {"none", "rtscts", NULL};
@@ -1675,7 +1675,7 @@ config_load(const char *path, config_report_fn report, void *arg, struct config 
 		if (p->read_errno != 0)
 			config_error(p, 0, "read error: %s", strerror(p->read_errno));
 		config_check(p);
-		fclose(p->f);
+		(void)fclose(p->f); /* read only: a close error loses nothing */
 		if (p->errors > CONFIG_ERRORS_MAX) {
 			char msg[64];
 

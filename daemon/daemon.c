@@ -72,7 +72,7 @@ static void
 daemon_status_changed(const struct fleet_device *dev, unsigned fields, void *arg)
 {
 	struct daemon *d = arg;
-	struct timeval tv = {0, DAEMON_STATUS_EVERY_MS * 1000};
+	struct timeval tv = {0, (suseconds_t)DAEMON_STATUS_EVERY_MS * 1000};
 
 	(void)dev;
 	(void)fields;

@@ -115,7 +115,7 @@ dbus_quote(const char *s, char out[DBUS_QUOTE_LEN])
 {
 	size_t i, o = 0;
 
-	for (i = 0; s[i] != '\0' && i < DBUS_QUOTE_MAX; i++) {
+	for (i = 0; i < DBUS_QUOTE_MAX && s[i] != '\0'; i++) {
 		unsigned char c = (unsigned char)s[i];
 
 		if (c >= 0x20 && c < 0x7f)

@@ -386,7 +386,8 @@ dbus_device_start(struct dbus *b)
 	int r;
 
 	TAILQ_INIT(&b->dev_queue);
-	b->dev_buckets = calloc(DBUS_DEVICE_BUCKETS, sizeof(*b->dev_buckets));
+	b->dev_buckets = calloc(DBUS_DEVICE_BUCKETS,
+	    sizeof(*b->dev_buckets)); /* NOLINT(bugprone-sizeof-expression): array of pointers */
 	if (b->dev_buckets == NULL)
 		return -ENOMEM;
 	r = fleet_subscribe(b->d->fleet, dbus_device_changed, b);

@@ -539,8 +539,10 @@ http_free(struct http *http)
 
 	if (http == NULL)
 		return;
+	/* clang-analyzer cannot follow TAILQ_REMOVE unlinking req through tqe_prev, so it takes
+	 * the next TAILQ_FIRST for the freed req. */
 	while ((req = TAILQ_FIRST(&http->requests)) != NULL)
-		http_request_destroy(req);
+		http_request_destroy(req); /* NOLINT(clang-analyzer-unix.Malloc): see above */
 	/* Closing cached connections may still call the socket and timer callbacks. */
 	curl_multi_cleanup(http->multi);
 	while ((hs = LIST_FIRST(&http->socks)) != NULL) {

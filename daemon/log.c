@@ -1,6 +1,7 @@
 /* Log sink selection and formatting (see log.h). */
 #include "log.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -33,8 +34,17 @@ log_stderr_is_journal(void)
 	const char *e = getenv("JOURNAL_STREAM");
 	unsigned long long dev, ino;
 	struct stat st;
+	char *end;
 
-	if (e == NULL || sscanf(e, "%llu:%llu", &dev, &ino) != 2)
+	/* strtoull, not sscanf: overflow and trailing junk must mean "not the journal". */
+	if (e == NULL || !isdigit((unsigned char)e[0]))
+		return false;
+	errno = 0;
+	dev = strtoull(e, &end, 10);
+	if (*end != ':' || !isdigit((unsigned char)end[1]))
+		return false;
+	ino = strtoull(end + 1, &end, 10);
+	if (*end != '\0' || errno != 0)
 		return false;
 	if (fstat(STDERR_FILENO, &st) < 0)
 		return false;
@@ -138,7 +148,8 @@ log_printf(enum log_level level, const char *serial, int err, const char *fmt, .
 
 		clock_gettime(CLOCK_REALTIME, &ts);
 		localtime_r(&ts.tv_sec, &tm);
-		strftime(when, sizeof(when), "%H:%M:%S", &tm);
+		if (strftime(when, sizeof(when), "%H:%M:%S", &tm) == 0)
+			when[0] = '\0';
 		fprintf(stderr, "%s.%03ld %s %s: %s%s%s\n", when, ts.tv_nsec / 1000000L, log_ident,
 		    log_names[level], serial != NULL ? serial : "", serial != NULL ? ": " : "",
 		    msg);

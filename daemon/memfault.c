@@ -489,8 +489,10 @@ memfault_free(struct memfault *mf)
 
 	if (mf == NULL)
 		return;
+	/* clang-analyzer cannot follow LIST_REMOVE (in memfault_query_free) unlinking q through
+	 * le_prev, so it takes the next LIST_FIRST for the freed q. */
 	while ((q = LIST_FIRST(&mf->queries)) != NULL) {
-		http_request_cancel(q->req);
+		http_request_cancel(q->req); /* NOLINT(clang-analyzer-unix.Malloc): see above */
 		memfault_query_free(q);
 	}
 	free(mf->base_url);

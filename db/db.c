@@ -166,6 +166,23 @@ db_exec(struct db *db, const char *sql, const char *what)
 }
 
 int
+db_query_text(
+    struct db *db, const char *sql, const char *text, const char *what, sqlite3_stmt **out)
+{
+	sqlite3_stmt *st = NULL; /* clang-analyzer cannot tell db_sqlerr() is negative */
+	int r;
+
+	r = db_prepare(db, sql, &st);
+	if (r < 0)
+		return r;
+	db_bind_text(st, 1, text);
+	r = db_step(db, st, what);
+	if (r > 0)
+		*out = st;
+	return r;
+}
+
+int
 db_query_int(struct db *db, const char *sql, int64_t *out)
 {
 	sqlite3_stmt *st;

@@ -4,6 +4,7 @@
 #ifndef OTAGW_DB_INTERNAL_H
 #define OTAGW_DB_INTERNAL_H
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -21,8 +22,24 @@
 void db_seterr(struct db *db, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Sets db's error message and evaluates to err, so callers can write
- * `return db_err(db, -EINVAL, "...")` (a macro, so analysers see the value returned). */
-#define db_err(db, err, ...) (db_seterr((db), __VA_ARGS__), (err))
+ * `return db_err(db, -EINVAL, "...")` (a macro, so analysers see the value returned). err is
+ * evaluated first: `db_err(db, -errno, ...)` must not see an errno that formatting changed. */
+#define db_err(db, err, ...)                  \
+	({                                    \
+		int db_err_ret_ = (err);      \
+		db_seterr((db), __VA_ARGS__); \
+		db_err_ret_;                  \
+	})
+
+/* -errno after a failed system call. errno is positive then, but analysers cannot know it and
+ * would take a failure for a success. */
+static inline int
+db_neg_errno(void)
+{
+	int e = errno;
+
+	return e > 0 ? -e : -EIO;
+}
 
 /* Turns a failed sqlite result code into a negative errno, and sets the message to
  * "<what>: <sqlite's message>" plus a hint when the file is corrupt. */
@@ -35,6 +52,11 @@ int db_prepare(struct db *db, const char *sql, sqlite3_stmt **out);
 /* Steps st. Returns 1 for a row, 0 when done (st is then reset), or a negative errno (st is
  * reset, the message names what). Callers that stop reading before 0 call db_reset(). */
 int db_step(struct db *db, sqlite3_stmt *st, const char *what);
+
+/* The one-parameter lookup: db_prepare(sql), binds text to ?1 and steps once. Returns
+ * db_step()'s result; on 1, *out is on the row (read it, then db_reset()). */
+int db_query_text(
+    struct db *db, const char *sql, const char *text, const char *what, sqlite3_stmt **out);
 
 /* Resets a statement so it holds no read snapshot. Accepts NULL. */
 void db_reset(sqlite3_stmt *st);

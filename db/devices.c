@@ -218,12 +218,8 @@ devices_get(struct db *db, const char *serial, struct devices_entry *out)
 
 	r = devices_serial_check(db, serial);
 	if (r == 0)
-		r = db_prepare(db, sql_get, &st);
-	if (r < 0)
-		return r;
-	db_bind_text(st, 1, serial);
-	r = db_step(db, st, "reading a device");
-	if (r == 1) {
+		r = db_query_text(db, sql_get, serial, "reading a device", &st);
+	if (r > 0) {
 		devices_row(st, out);
 		db_reset(st);
 		return 0;
@@ -327,12 +323,9 @@ devices_get_answer(struct db *db, const char *serial, struct devices_answer *out
 	int r;
 
 	r = devices_serial_check(db, serial);
-	if (r == 0)
-		r = db_prepare(db, sql_get_answer, &st);
 	if (r < 0)
 		return r;
-	db_bind_text(st, 1, serial);
-	r = db_step(db, st, "reading a cached answer");
+	r = db_query_text(db, sql_get_answer, serial, "reading a cached answer", &st);
 	if (r == 0)
 		return db_err(db, -ENOENT, "device %s is unknown", serial);
 	if (r < 0)

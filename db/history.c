@@ -232,21 +232,18 @@ history_pending_install(struct db *db, const char *serial, struct history_entry 
 	if (!serial || !ident_serial_valid(serial, strnlen(serial, IDENT_SERIAL_MAX + 1)))
 		return db_err(
 		    db, -EINVAL, "device serial is not 1..%d of [-a-zA-Z0-9_]", IDENT_SERIAL_MAX);
-	r = db_prepare(db, sql_newest, &st);
+	r = db_query_text(db, sql_newest, serial, "reading transfers", &st);
 	if (r < 0)
 		return r;
-	db_bind_text(st, 1, serial);
-	r = db_step(db, st, "reading transfers");
-	if (r < 0)
-		return r;
-	if (r == 1) {
+	if (r > 0) {
 		history_row(st, &e);
 		db_reset(st);
+		if (e.result == HISTORY_RESULT_VERIFIED) {
+			*out = e;
+			return 0;
+		}
 	}
-	if (r == 0 || e.result != HISTORY_RESULT_VERIFIED)
-		return db_err(db, -ENOENT, "device %s has no install to confirm", serial);
-	*out = e;
-	return 0;
+	return db_err(db, -ENOENT, "device %s has no install to confirm", serial);
 }
 
 int

@@ -54,7 +54,7 @@ struct history_entry {
 
 /* Records a transfer starting now (result in_progress); *id receives its id. -EINVAL names the
  * bad field, -ENOENT if the device is unknown. */
-int history_begin(struct db *db, const struct history_start *start, int64_t *id);
+int history_begin(struct db *db, const struct history_start *h, int64_t *id);
 
 /* Ends an in-progress transfer now with result (anything but IN_PROGRESS), the bytes sent and
  * an optional reason. -ENOENT if id is unknown, -EALREADY if it already ended, -EINVAL. */

@@ -152,12 +152,8 @@ store_get(struct store *s, const char *key, struct store_artifact *a)
 	sqlite3_stmt *st;
 	int r;
 
-	r = db_prepare(s->db, sql_get, &st);
-	if (r < 0)
-		return r;
-	db_bind_text(st, 1, key);
-	r = db_step(s->db, st, "reading an artifact");
-	if (r == 1) {
+	r = db_query_text(s->db, sql_get, key, "reading an artifact", &st);
+	if (r > 0) {
 		store_row(st, a);
 		db_reset(st);
 		return 0;
@@ -240,7 +236,7 @@ store_query_u64(struct store *s, const char *sql, uint64_t *a, uint64_t *b)
 	if (r < 0)
 		return r;
 	r = db_step(s->db, st, "reading cache usage");
-	if (r == 1) {
+	if (r > 0) {
 		if (a)
 			*a = db_column_u64(st, 0);
 		if (b)
@@ -271,11 +267,7 @@ store_evict(struct store *s, uint64_t need, const char *except)
 			return r;
 		if (need <= s->max_bytes && reserved <= s->max_bytes - need)
 			return 0;
-		r = db_prepare(s->db, sql_victim, &st);
-		if (r < 0)
-			return r;
-		db_bind_text(st, 1, except);
-		r = db_step(s->db, st, "choosing an artifact to evict");
+		r = db_query_text(s->db, sql_victim, except, "choosing an artifact to evict", &st);
 		if (r < 0)
 			return r;
 		if (r == 0)
@@ -462,8 +454,8 @@ store_scan(struct store *s, int dirfd, const char *dirname,
 
 	d = store_dir_stream(dirfd);
 	if (!d)
-		return db_err(s->db, -errno, "cannot read directory %s/%s: %s", s->cache_dir,
-		    dirname, strerror(errno));
+		return db_err(s->db, db_neg_errno(), "cannot read directory %s/%s: %s",
+		    s->cache_dir, dirname, strerror(errno));
 	while ((de = readdir(d))) {
 		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
 			continue;
@@ -741,7 +733,7 @@ store_bind_meta(sqlite3_stmt *st, const char *key, const struct store_partial_me
 	db_bind_text(st, 1, key);
 	sqlite3_bind_int64(st, 2, m->artifact_id);
 	db_bind_text(st, 3, m->version);
-	sqlite3_bind_int(st, 4, m->is_delta);
+	sqlite3_bind_int(st, 4, m->is_delta ? 1 : 0);
 	sqlite3_bind_int64(st, 5, (int64_t)m->size);
 	db_bind_text(st, 6, m->md5);
 	db_bind_text(st, 7, m->url);
@@ -766,8 +758,8 @@ store_partial_reopen(struct store *s, const char *key, const struct store_artifa
 	store_part_name(key, name);
 	fd = openat(s->partial_fd, name, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0640);
 	if (fd < 0)
-		return db_err(s->db, -errno, "cannot open %s/partial/%s: %s", s->cache_dir, name,
-		    strerror(errno));
+		return db_err(s->db, db_neg_errno(), "cannot open %s/partial/%s: %s", s->cache_dir,
+		    name, strerror(errno));
 	if (fstat(fd, &sb) < 0 || !S_ISREG(sb.st_mode)) {
 		close(fd);
 		return db_err(
@@ -777,8 +769,8 @@ store_partial_reopen(struct store *s, const char *key, const struct store_artifa
 	/* A different size for the same hash means the old metadata (and bytes) were wrong. */
 	if (present > m->size || a->size != m->size) {
 		if (ftruncate(fd, 0) < 0) {
-			r = db_err(s->db, -errno, "cannot truncate %s/partial/%s: %s", s->cache_dir,
-			    name, strerror(errno));
+			r = db_err(s->db, db_neg_errno(), "cannot truncate %s/partial/%s: %s",
+			    s->cache_dir, name, strerror(errno));
 			close(fd);
 			return r;
 		}
@@ -816,8 +808,8 @@ store_partial_create(struct store *s, const char *key, const struct store_partia
 	store_part_name(key, name);
 	fd = openat(s->partial_fd, name, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0640);
 	if (fd < 0)
-		return db_err(s->db, -errno, "cannot create %s/partial/%s: %s", s->cache_dir, name,
-		    strerror(errno));
+		return db_err(s->db, db_neg_errno(), "cannot create %s/partial/%s: %s",
+		    s->cache_dir, name, strerror(errno));
 	r = store_reserve(s, fd, key, m->size);
 	if (r == 0)
 		r = db_prepare(s->db, sql_insert, &st);
@@ -907,11 +899,11 @@ store_partial_restart(struct store *s, const char *sha256)
 	store_part_name(key, name);
 	fd = openat(s->partial_fd, name, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0)
-		return db_err(s->db, -errno, "cannot open %s/partial/%s: %s", s->cache_dir, name,
-		    strerror(errno));
+		return db_err(s->db, db_neg_errno(), "cannot open %s/partial/%s: %s", s->cache_dir,
+		    name, strerror(errno));
 	if (ftruncate(fd, 0) < 0) {
-		r = db_err(s->db, -errno, "cannot truncate %s/partial/%s: %s", s->cache_dir, name,
-		    strerror(errno));
+		r = db_err(s->db, db_neg_errno(), "cannot truncate %s/partial/%s: %s", s->cache_dir,
+		    name, strerror(errno));
 		close(fd);
 		return r;
 	}
@@ -1139,8 +1131,8 @@ store_blob_get(struct store *s, const char *sha256, char *key, struct store_arti
 		    s->db, -ENOENT, "blob %s/blobs/%s vanished; forgotten", s->cache_dir, key);
 	}
 	if (fd < 0)
-		return db_err(s->db, -errno, "cannot open %s/blobs/%s: %s", s->cache_dir, key,
-		    strerror(errno));
+		return db_err(s->db, db_neg_errno(), "cannot open %s/blobs/%s: %s", s->cache_dir,
+		    key, strerror(errno));
 	if (fstat(fd, sb) < 0 || !S_ISREG(sb->st_mode) || (uint64_t)sb->st_size != a->size) {
 		close(fd);
 		store_remove(s, key, STORE_STATE_COMPLETE);
@@ -1158,8 +1150,10 @@ store_blob_open(struct store *s, const char *sha256, int *fd, uint64_t *size)
 {
 	char key[STORE_SHA256_HEX + 1];
 	struct store_artifact a;
-	struct stat sb;
-	int r, bfd;
+	/* Initialised for clang-analyzer, which cannot tell that store_blob_get's -errno is
+	 * negative and so follows a "success" that wrote nothing. */
+	struct stat sb = {0};
+	int r, bfd = -1;
 
 	r = store_blob_get(s, sha256, key, &a, &bfd, &sb);
 	if (r < 0)
@@ -1179,7 +1173,7 @@ store_blob_verify(struct store *s, const char *sha256)
 	struct store_artifact a;
 	struct stat sb;
 	uint64_t len = 0;
-	int r, fd;
+	int r, fd = -1; /* as in store_blob_open() */
 
 	r = store_blob_get(s, sha256, key, &a, &fd, &sb);
 	if (r < 0)

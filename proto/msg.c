@@ -272,6 +272,16 @@ msg_put_str(uint8_t *p, const struct msg_str *s)
 	return msg_put_bytes(p, s->s, s->len);
 }
 
+/* The length of a message of fixed bytes (type byte included) that ends in the free text t
+ * (at most max characters), or 0 if it does not fit cap or t breaks the text rule. */
+static size_t
+msg_text_len(size_t fixed, const struct msg_str *t, size_t max, size_t cap)
+{
+	size_t n = fixed + 1 + (size_t)t->len;
+
+	return n <= cap && msg_text_ok(t, max) ? n : 0;
+}
+
 size_t
 msg_encode_hello(const struct msg_hello *m, uint8_t *out, size_t cap)
 {
@@ -318,6 +328,7 @@ msg_encode_ack(const struct msg_ack *m, uint8_t *out, size_t cap)
 size_t
 msg_encode_result(const struct msg_result *m, uint8_t *out, size_t cap)
 {
+	/* Not msg_text_len(): RESULT is the device's, and sharing it costs MCU flash. */
 	size_t n = MSG_RESULT_FIXED + 1 + (size_t)m->detail.len;
 	uint8_t *p = out;
 
@@ -352,10 +363,10 @@ msg_encode_offer(const struct msg_offer *m, uint8_t *out, size_t cap)
 size_t
 msg_encode_no_update(const struct msg_no_update *m, uint8_t *out, size_t cap)
 {
-	size_t n = MSG_NO_UPDATE_FIXED + 1 + (size_t)m->reason.len;
+	size_t n = msg_text_len(MSG_NO_UPDATE_FIXED, &m->reason, MSG_REASON_MAX, cap);
 	uint8_t *p = out;
 
-	if (n > cap || !msg_text_ok(&m->reason, MSG_REASON_MAX))
+	if (n == 0)
 		return 0;
 	*p++ = MSG_NO_UPDATE;
 	p = msg_put(p, m->recheck_s, 4);
@@ -366,10 +377,10 @@ msg_encode_no_update(const struct msg_no_update *m, uint8_t *out, size_t cap)
 size_t
 msg_encode_error(const struct msg_error *m, uint8_t *out, size_t cap)
 {
-	size_t n = MSG_ERROR_FIXED + 1 + (size_t)m->message.len;
+	size_t n = msg_text_len(MSG_ERROR_FIXED, &m->message, MSG_ERROR_TEXT_MAX, cap);
 	uint8_t *p = out;
 
-	if (n > cap || !msg_text_ok(&m->message, MSG_ERROR_TEXT_MAX))
+	if (n == 0)
 		return 0;
 	*p++ = MSG_ERROR;
 	*p++ = m->code;

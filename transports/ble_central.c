@@ -436,6 +436,38 @@ ble_uuid_interesting(const char *uuid)
 	       strcasecmp(uuid, BLE_NOTIFY_UUID) == 0 || strcasecmp(uuid, BLE_PSM_UUID) == 0;
 }
 
+/* Brackets each interface of a GATT object: says which kind ble_central_prop is reading, and
+ * once a service or characteristic of ours has its UUID and parent, remembers it. */
+static int
+ble_central_gatt_iface(const char *iface, bool end, void *ctx)
+{
+	struct ble_parse *p = ctx;
+	struct ble_central *c = p->c;
+
+	if (!end) {
+		p->is_svc = strcmp(iface, IFACE_SVC) == 0;
+		p->is_chrc = strcmp(iface, IFACE_CHRC) == 0;
+		return 0;
+	}
+	if ((p->is_svc || p->is_chrc) && p->obj.parent && ble_uuid_interesting(p->obj.uuid) &&
+	    !ble_obj_find(c, p->path)) {
+		struct ble_obj *o = calloc(1, sizeof(*o));
+
+		if (o && (o->path = strdup(p->path))) {
+			o->parent = p->obj.parent;
+			p->obj.parent = NULL;
+			memcpy(o->uuid, p->obj.uuid, sizeof(o->uuid));
+			o->next = c->objs;
+			c->objs = o;
+		} else {
+			free(o);
+		}
+	}
+	free(p->obj.parent);
+	p->obj.parent = NULL;
+	return 0;
+}
+
 /* Reads one object's a{sa{sv}}: the adapter, a device, or a GATT service/characteristic. */
 static int
 ble_central_read_object(struct ble_central *c, const char *path, sd_bus_message *m)
@@ -460,45 +492,10 @@ ble_central_read_object(struct ble_central *c, const char *path, sd_bus_message 
 		return r;
 	}
 	/* Which interface the object has decides how its properties are read; BlueZ puts one
-	 * GATT interface on each object, so peek at the interface names first. */
-	r = sd_bus_message_enter_container(m, 'a', "{sa{sv}}");
-	if (r < 0)
-		return r;
-	while ((r = sd_bus_message_enter_container(m, 'e', "sa{sv}")) > 0) {
-		const char *iface;
-
-		r = sd_bus_message_read(m, "s", &iface);
-		if (r < 0)
-			break;
-		p.is_svc = strcmp(iface, IFACE_SVC) == 0;
-		p.is_chrc = strcmp(iface, IFACE_CHRC) == 0;
-		r = ble_dbus_props(m, iface, ble_central_prop, &p);
-		if (r < 0)
-			break;
-		if ((p.is_svc || p.is_chrc) && p.obj.parent && ble_uuid_interesting(p.obj.uuid) &&
-		    !ble_obj_find(c, path)) {
-			struct ble_obj *o = calloc(1, sizeof(*o));
-
-			if (o && (o->path = strdup(path))) {
-				o->parent = p.obj.parent;
-				p.obj.parent = NULL;
-				memcpy(o->uuid, p.obj.uuid, sizeof(o->uuid));
-				o->next = c->objs;
-				c->objs = o;
-			} else {
-				free(o);
-			}
-		}
-		free(p.obj.parent);
-		p.obj.parent = NULL;
-		r = sd_bus_message_exit_container(m);
-		if (r < 0)
-			break;
-	}
+	 * GATT interface on each object. */
+	r = ble_dbus_ifaces(m, ble_central_gatt_iface, ble_central_prop, &p);
 	free(p.obj.parent);
-	if (r < 0)
-		return r;
-	return sd_bus_message_exit_container(m);
+	return r;
 }
 
 /* Everything about one device goes down: the link is reported down and the device is retried
@@ -560,6 +557,10 @@ ble_central_on_objects(sd_bus_message *m, void *userdata, sd_bus_error *ret_erro
 		if (r >= 0)
 			r = sd_bus_message_exit_container(m);
 	}
+	/* What was read before a malformed entry is kept; signals bring the rest. */
+	if (r < 0)
+		ble_central_debug(
+		    c, "GetManagedObjects reply: %s, ignoring the rest", strerror(-r));
 	ble_central_schedule(c);
 	return 0;
 }
@@ -766,7 +767,8 @@ ble_dev_reject(struct ble_dev *d, int err)
 	ble_central_debug(c, "%s: not served: %s", d->path, strerror(-err));
 	ble_dev_cancel(d);
 	d->holdoff_until_ms =
-	    ble_now_ms() + (c->cfg.holdoff_s ? c->cfg.holdoff_s : BLE_CENTRAL_HOLDOFF_S) * 1000u;
+	    ble_now_ms() +
+	    (uint64_t)(c->cfg.holdoff_s ? c->cfg.holdoff_s : BLE_CENTRAL_HOLDOFF_S) * 1000;
 	ble_dev_disconnect(d);
 	ble_central_schedule(c);
 }
@@ -1027,7 +1029,7 @@ ble_dev_setup(struct ble_dev *d)
 		ble_dev_cancel(d);
 		ble_central_debug(c, "%s: no otagw service; leaving it alone for %u s", d->path,
 		    (unsigned)BLE_CENTRAL_FOREIGN_S);
-		d->holdoff_until_ms = ble_now_ms() + BLE_CENTRAL_FOREIGN_S * 1000u;
+		d->holdoff_until_ms = ble_now_ms() + (uint64_t)BLE_CENTRAL_FOREIGN_S * 1000;
 		ble_dev_disconnect(d);
 		return;
 	}
@@ -1450,7 +1452,7 @@ ble_central_new(struct event_base *base, struct busev *be, const struct ble_cent
 	c->tick_ev = event_new(base, -1, EV_PERSIST, ble_central_on_step, c);
 	if (!c->step_ev || !c->tick_ev)
 		goto fail;
-	event_add(c->tick_ev, &(struct timeval){0, BLE_CENTRAL_TICK_MS * 1000});
+	event_add(c->tick_ev, &(struct timeval){0, (suseconds_t)BLE_CENTRAL_TICK_MS * 1000});
 
 	/* Signals first, then the snapshot: whatever changes in between arrives as a signal. */
 	r = sd_bus_match_signal_async(c->bus, &c->m_added, BLUEZ, "/",

@@ -4,29 +4,25 @@
 #include <errno.h>
 #include <strings.h>
 
-int
-ble_dbus_props(sd_bus_message *m, const char *iface, ble_dbus_prop_fn fn, void *ctx)
+/* Walks a dictionary with string keys at the current position: an array of entry ("{sv}"),
+ * each holding inner ("sv"). fn gets each key with m at the value, which it must read or skip. */
+static int
+ble_dbus_dict(sd_bus_message *m, const char *entry, const char *inner,
+    int (*fn)(const char *key, sd_bus_message *m, void *ctx), void *ctx)
 {
 	int r;
 
-	r = sd_bus_message_enter_container(m, 'a', "{sv}");
+	r = sd_bus_message_enter_container(m, 'a', entry);
 	if (r < 0)
 		return r;
-	while ((r = sd_bus_message_enter_container(m, 'e', "sv")) > 0) {
-		const char *name;
+	while ((r = sd_bus_message_enter_container(m, 'e', inner)) > 0) {
+		const char *key;
 
-		r = sd_bus_message_read(m, "s", &name);
-		if (r < 0)
-			return r;
-		r = fn ? fn(iface, name, m, ctx) : 0;
-		if (r < 0)
-			return r;
-		if (r == 0) {
-			r = sd_bus_message_skip(m, "v");
-			if (r < 0)
-				return r;
-		}
-		r = sd_bus_message_exit_container(m);
+		r = sd_bus_message_read(m, "s", &key);
+		if (r >= 0)
+			r = fn(key, m, ctx);
+		if (r >= 0)
+			r = sd_bus_message_exit_container(m);
 		if (r < 0)
 			return r;
 	}
@@ -35,33 +31,51 @@ ble_dbus_props(sd_bus_message *m, const char *iface, ble_dbus_prop_fn fn, void *
 	return sd_bus_message_exit_container(m);
 }
 
-int
-ble_dbus_ifaces(sd_bus_message *m, void (*iface_fn)(const char *iface, void *ctx),
-    ble_dbus_prop_fn fn, void *ctx)
+struct ble_dbus_walk {
+	const char *iface;
+	ble_dbus_iface_fn iface_fn;
+	ble_dbus_prop_fn fn;
+	void *ctx;
+};
+
+/* One a{sv} entry: the caller's fn reads the variant, or it is skipped. */
+static int
+ble_dbus_prop_entry(const char *name, sd_bus_message *m, void *ctx)
 {
-	int r;
+	struct ble_dbus_walk *w = ctx;
+	int r = w->fn ? w->fn(w->iface, name, m, w->ctx) : 0;
 
-	r = sd_bus_message_enter_container(m, 'a', "{sa{sv}}");
-	if (r < 0)
-		return r;
-	while ((r = sd_bus_message_enter_container(m, 'e', "sa{sv}")) > 0) {
-		const char *iface;
+	return r == 0 ? sd_bus_message_skip(m, "v") : r;
+}
 
-		r = sd_bus_message_read(m, "s", &iface);
-		if (r < 0)
-			return r;
-		if (iface_fn)
-			iface_fn(iface, ctx);
-		r = ble_dbus_props(m, iface, fn, ctx);
-		if (r < 0)
-			return r;
-		r = sd_bus_message_exit_container(m);
-		if (r < 0)
-			return r;
-	}
-	if (r < 0)
-		return r;
-	return sd_bus_message_exit_container(m);
+int
+ble_dbus_props(sd_bus_message *m, const char *iface, ble_dbus_prop_fn fn, void *ctx)
+{
+	struct ble_dbus_walk w = {.iface = iface, .fn = fn, .ctx = ctx};
+
+	return ble_dbus_dict(m, "{sv}", "sv", ble_dbus_prop_entry, &w);
+}
+
+/* One a{sa{sv}} entry: an interface and its properties, between the two iface_fn calls. */
+static int
+ble_dbus_iface_entry(const char *iface, sd_bus_message *m, void *ctx)
+{
+	struct ble_dbus_walk *w = ctx;
+	int r = w->iface_fn ? w->iface_fn(iface, false, w->ctx) : 0;
+
+	if (r >= 0)
+		r = ble_dbus_props(m, iface, w->fn, w->ctx);
+	if (r >= 0 && w->iface_fn)
+		r = w->iface_fn(iface, true, w->ctx);
+	return r;
+}
+
+int
+ble_dbus_ifaces(sd_bus_message *m, ble_dbus_iface_fn iface_fn, ble_dbus_prop_fn fn, void *ctx)
+{
+	struct ble_dbus_walk w = {.iface_fn = iface_fn, .fn = fn, .ctx = ctx};
+
+	return ble_dbus_dict(m, "{sa{sv}}", "sa{sv}", ble_dbus_iface_entry, &w);
 }
 
 static int

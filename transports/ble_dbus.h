@@ -14,10 +14,13 @@ typedef int (*ble_dbus_prop_fn)(const char *iface, const char *name, sd_bus_mess
 /* Walks an a{sv} at the current position (properties of iface). */
 int ble_dbus_props(sd_bus_message *m, const char *iface, ble_dbus_prop_fn fn, void *ctx);
 
+/* Called for each interface of an a{sa{sv}}, before its properties (end false) and after them
+ * (end true). Returns 0, or negative errno to stop. */
+typedef int (*ble_dbus_iface_fn)(const char *iface, bool end, void *ctx);
+
 /* Walks an a{sa{sv}} at the current position (interfaces and their properties); iface_fn, if
- * not NULL, is told of each interface before its properties. */
-int ble_dbus_ifaces(sd_bus_message *m, void (*iface_fn)(const char *iface, void *ctx),
-    ble_dbus_prop_fn fn, void *ctx);
+ * not NULL, brackets each interface's properties. */
+int ble_dbus_ifaces(sd_bus_message *m, ble_dbus_iface_fn iface_fn, ble_dbus_prop_fn fn, void *ctx);
 
 /* Read a variant of the named type; -EINVAL if it has another type. */
 int ble_dbus_v_bool(sd_bus_message *m, bool *out);

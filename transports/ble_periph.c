@@ -264,11 +264,17 @@ static const sd_bus_vtable ble_periph_svc_vtable[] = {
     SD_BUS_VTABLE_END,
 };
 
+/* What org.bluez.GattCharacteristic1 requires of every characteristic. */
+/* clang-format off */
+#define BLE_PERIPH_CHRC_PROPS \
+	SD_BUS_PROPERTY("UUID", "s", ble_periph_prop_uuid, 0, SD_BUS_VTABLE_PROPERTY_CONST), \
+	SD_BUS_PROPERTY("Service", "o", ble_periph_prop_service, 0, SD_BUS_VTABLE_PROPERTY_CONST), \
+	SD_BUS_PROPERTY("Flags", "as", ble_periph_prop_flags, 0, SD_BUS_VTABLE_PROPERTY_CONST)
+/* clang-format on */
+
 static const sd_bus_vtable ble_periph_wr_vtable[] = {
     SD_BUS_VTABLE_START(0),
-    SD_BUS_PROPERTY("UUID", "s", ble_periph_prop_uuid, 0, SD_BUS_VTABLE_PROPERTY_CONST),
-    SD_BUS_PROPERTY("Service", "o", ble_periph_prop_service, 0, SD_BUS_VTABLE_PROPERTY_CONST),
-    SD_BUS_PROPERTY("Flags", "as", ble_periph_prop_flags, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+    BLE_PERIPH_CHRC_PROPS,
     /* Its presence tells bluetoothd we support AcquireWrite. */
     SD_BUS_PROPERTY("WriteAcquired", "b", ble_periph_prop_true, 0, SD_BUS_VTABLE_PROPERTY_CONST),
     SD_BUS_METHOD("AcquireWrite", "a{sv}", "hq", ble_periph_acquire, 0),
@@ -278,9 +284,7 @@ static const sd_bus_vtable ble_periph_wr_vtable[] = {
 
 static const sd_bus_vtable ble_periph_nt_vtable[] = {
     SD_BUS_VTABLE_START(0),
-    SD_BUS_PROPERTY("UUID", "s", ble_periph_prop_uuid, 0, SD_BUS_VTABLE_PROPERTY_CONST),
-    SD_BUS_PROPERTY("Service", "o", ble_periph_prop_service, 0, SD_BUS_VTABLE_PROPERTY_CONST),
-    SD_BUS_PROPERTY("Flags", "as", ble_periph_prop_flags, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+    BLE_PERIPH_CHRC_PROPS,
     /* Its presence tells bluetoothd we support AcquireNotify. */
     SD_BUS_PROPERTY("NotifyAcquired", "b", ble_periph_prop_true, 0, SD_BUS_VTABLE_PROPERTY_CONST),
     SD_BUS_METHOD("AcquireNotify", "a{sv}", "hq", ble_periph_acquire, 0),
@@ -291,9 +295,7 @@ static const sd_bus_vtable ble_periph_nt_vtable[] = {
 
 static const sd_bus_vtable ble_periph_psm_vtable[] = {
     SD_BUS_VTABLE_START(0),
-    SD_BUS_PROPERTY("UUID", "s", ble_periph_prop_uuid, 0, SD_BUS_VTABLE_PROPERTY_CONST),
-    SD_BUS_PROPERTY("Service", "o", ble_periph_prop_service, 0, SD_BUS_VTABLE_PROPERTY_CONST),
-    SD_BUS_PROPERTY("Flags", "as", ble_periph_prop_flags, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+    BLE_PERIPH_CHRC_PROPS,
     SD_BUS_METHOD("ReadValue", "a{sv}", "ay", ble_periph_read_psm, 0),
     SD_BUS_VTABLE_END,
 };

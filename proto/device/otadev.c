@@ -251,7 +251,7 @@ otadev_offer(otadev_t *dev, const struct msg *m)
 	const struct msg_offer *o = &m->u.offer;
 	int status;
 
-	if (dev->size != o->size || memcmp(dev->sha256, o->sha256, PROTO_SHA256_LEN)) {
+	if (dev->size != o->size || memcmp(dev->sha256, o->sha256, PROTO_SHA256_LEN) != 0) {
 		/* A different image: the partial one is obsolete. Flash and the stored state
 		 * change only once this one is accepted. */
 		memcpy(dev->sha256, o->sha256, PROTO_SHA256_LEN);

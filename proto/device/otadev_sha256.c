@@ -81,11 +81,11 @@ static void
 otadev_sha256_block(otadev_sha256_t *c)
 {
 	uint32_t w[16], v[8];
+	const uint8_t *p = c->buf;
 	unsigned i;
 
-	for (i = 0; i < 16; i++)
-		w[i] = (uint32_t)c->buf[4 * i] << 24 | (uint32_t)c->buf[4 * i + 1] << 16 |
-		       (uint32_t)c->buf[4 * i + 2] << 8 | c->buf[4 * i + 3];
+	for (i = 0; i < 16; i++, p += 4)
+		w[i] = (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 	memcpy(v, c->h, sizeof(v));
 	for (i = 0; i < 64; i++) {
 		uint32_t t1, t2, wi;

@@ -37,14 +37,9 @@ trap cleanup EXIT
 # Logs of an earlier run in the same folder must not satisfy this run's waits.
 rm -f "$out"/{otagwd,mockmf,hold-hci2,hold-hci3,gatt,l2cap,resume,resume2,turn}.log "$out"/*.events
 
-# wait_for FILE PATTERN SECONDS: like vm_wait_for, in seconds, failing the test.
+# wait_for FILE PATTERN SECONDS: vm_wait_for in seconds, failing the test.
 wait_for() {
-	local i
-	for ((i = 0; i < $3 * 10; i++)); do
-		grep -q -- "$2" "$1" 2>/dev/null && return 0
-		sleep 0.1
-	done
-	fail "'$2' did not appear in $(basename "$1") within $3 s"
+	vm_wait_for "$1" "$2" $(($3 * 10)) || fail "'$2' did not appear in $(basename "$1") within $3 s"
 }
 
 # devsim NAME ADAPTER SERIAL [ARGS...]: starts a simulated device in the background.

@@ -25,7 +25,7 @@ vm_power() {
 vm_wait_for() {
 	local i
 	for i in $(seq "${3:-100}"); do
-		grep -q "$2" "$1" 2>/dev/null && return 0
+		grep -q -- "$2" "$1" 2>/dev/null && return 0
 		sleep 0.1
 	done
 	echo "vm: '$2' never appeared in $1" >&2

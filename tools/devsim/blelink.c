@@ -275,8 +275,8 @@ blelink_disconnect(struct blelink *b)
 	blelink_set_label(b);
 	if (transport_connected(g) || (l && transport_connected(l))) {
 		b->dropping = true;
-		event_add(b->drop_timer,
-		    &(struct timeval){BLELINK_DROP_MS / 1000, (BLELINK_DROP_MS % 1000) * 1000});
+		event_add(b->drop_timer, &(struct timeval){BLELINK_DROP_MS / 1000,
+					     (suseconds_t)(BLELINK_DROP_MS % 1000) * 1000});
 	}
 	(void)ble_periph_disconnect(b->p);
 }

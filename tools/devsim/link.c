@@ -31,7 +31,7 @@
 #define LINK_RETRY_MAX_MS 5000
 /* Output the OS has not taken yet. A device sends little (ACKs, HELLO, RESULT); more than this
  * queued means nobody reads the other end, and a UART would lose the bytes on the wire. */
-#define LINK_OUT_MAX (64u * 1024u)
+#define LINK_OUT_MAX ((size_t)64 * 1024)
 /* Largest message on a packet link, with room to spare: a DATA message is at most 4101 bytes. */
 #define LINK_PACKET_MAX 8192
 /* Reads per readable event, so that one busy link cannot starve the other devices. */
@@ -91,7 +91,7 @@ static void
 link_retry_later(struct link *l)
 {
 	uint32_t ms = l->backoff_ms / 2 + (uint32_t)rand_r(&l->rnd) % (l->backoff_ms / 2 + 1);
-	struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+	struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (suseconds_t)(ms % 1000) * 1000};
 
 	l->backoff_ms =
 	    l->backoff_ms * 2 > LINK_RETRY_MAX_MS ? LINK_RETRY_MAX_MS : l->backoff_ms * 2;

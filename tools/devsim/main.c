@@ -24,8 +24,9 @@
 #define DEVSIM_COUNT_MAX   1000
 #define DEVSIM_BLE_PSM     129 /* the first dynamic LE PSM */
 #define DEVSIM_BLE_NAME    29  /* what fits the advertising packet beside the service UUID */
-#define DEVSIM_BLE_LINGER  100 /* --once: wait this many tenths of a second for the gateway to
-				* let a BLE device go */
+#define DEVSIM_BLE_LINGER                                                   \
+	100 /* --once: wait this many tenths of a second for the gateway to \
+	     * let a BLE device go */
 
 static void
 usage(FILE *f)
@@ -156,7 +157,7 @@ parse_num(const char *opt, const char *s, uint64_t min, uint64_t max, bool sizes
 	if (sizes && (*end == 'K' || *end == 'k'))
 		mul = 1024, end++;
 	else if (sizes && (*end == 'M' || *end == 'm'))
-		mul = 1024 * 1024, end++;
+		mul = (uint64_t)1024 * 1024, end++;
 	if (s[0] == '\0' || s[0] == '-' || *end != '\0' || errno != 0 || v > max / mul ||
 	    v * mul < min || v * mul > max)
 		usage_error("%s: expected %s %" PRIu64 "..%" PRIu64 ", got '%s'", opt,
@@ -406,34 +407,38 @@ main(int argc, char **argv)
 	unsigned int count = 1, links = 0, i;
 	struct devsim s = {0};
 	struct event *ev_int = NULL, *ev_term = NULL, *ev_timeout = NULL;
-	char err[1024];
+	char err[1024], empty[] = "";
 	int o, code;
 
 	while ((o = getopt_long(argc, argv, "qh", longopts, NULL)) != -1) {
+		/* getopt_long sets optarg for every required_argument option; the fallback only
+		 * lets the static analysers see that arg is never NULL. */
+		char *arg = optarg != NULL ? optarg : empty;
+
 		switch (o) {
 		case OPT_PTY:
 		case OPT_TTY:
 		case OPT_UNIX:
 		case OPT_TCP:
 			links++;
-			link_arg = optarg;
+			link_arg = arg;
 			base_opt.link.kind = o == OPT_PTY   ? LINK_KIND_PTY
 					     : o == OPT_TTY ? LINK_KIND_TTY
 					     : o == OPT_TCP ? LINK_KIND_TCP
 							    : LINK_KIND_UNIX;
 			if (o == OPT_TCP)
-				split_host_port(optarg, &base_opt.link.host, &base_opt.link.port);
-			else if (optarg[0] == '\0')
+				split_host_port(arg, &base_opt.link.host, &base_opt.link.port);
+			else if (arg[0] == '\0')
 				usage_error("the link path is empty");
 			break;
 		case OPT_BLE:
 			links++;
-			link_arg = optarg;
+			link_arg = arg;
 			base_opt.link.kind = LINK_KIND_BLE;
-			if (strncmp(optarg, "hci", 3) != 0 || strlen(optarg) > 8 ||
-			    strspn(optarg + 3, "0123456789") != strlen(optarg + 3) || !optarg[3])
+			if (strncmp(arg, "hci", 3) != 0 || strlen(arg) > 8 ||
+			    strspn(arg + 3, "0123456789") != strlen(arg + 3) || !arg[3])
 				usage_error(
-				    "--ble: expected an adapter such as hci1, got '%s'", optarg);
+				    "--ble: expected an adapter such as hci1, got '%s'", arg);
 			break;
 		case OPT_L2CAP:
 			/* "--l2cap 131" as well as "--l2cap=131" */
@@ -446,103 +451,101 @@ main(int argc, char **argv)
 			have_l2cap = true;
 			break;
 		case OPT_BLE_NAME:
-			ble_name = parse_text("--ble-name", optarg, DEVSIM_BLE_NAME);
+			ble_name = parse_text("--ble-name", arg, DEVSIM_BLE_NAME);
 			break;
 		case OPT_BAUD:
 			base_opt.link.baud =
-			    (uint32_t)parse_num("--baud", optarg, 50, 20000000, false);
+			    (uint32_t)parse_num("--baud", arg, 50, 20000000, false);
 			have_baud = true;
 			break;
 		case OPT_SERIAL:
-			serial_pat = optarg;
+			serial_pat = arg;
 			break;
 		case OPT_HW:
 			base_opt.hardware_version =
-			    parse_text("--hardware-version", optarg, IDENT_HW_MAX);
+			    parse_text("--hardware-version", arg, IDENT_HW_MAX);
 			break;
 		case OPT_SWTYPE:
 			base_opt.software_type =
-			    parse_text("--software-type", optarg, IDENT_SWTYPE_MAX);
+			    parse_text("--software-type", arg, IDENT_SWTYPE_MAX);
 			break;
 		case OPT_VERSION_CUR:
 			base_opt.factory_version =
-			    parse_text("--current-version", optarg, IDENT_VERSION_MAX);
+			    parse_text("--current-version", arg, IDENT_VERSION_MAX);
 			break;
 		case OPT_MAX_PAYLOAD:
 			base_opt.max_payload = (uint16_t)parse_num(
-			    "--max-payload", optarg, PROTO_PAYLOAD_MIN, PROTO_PAYLOAD_MAX, false);
+			    "--max-payload", arg, PROTO_PAYLOAD_MIN, PROTO_PAYLOAD_MAX, false);
 			break;
 		case OPT_WINDOW:
-			base_opt.window = (uint8_t)parse_num("--window", optarg, 1, 255, false);
+			base_opt.window = (uint8_t)parse_num("--window", arg, 1, 255, false);
 			break;
 		case OPT_MAX_STALL:
 			base_opt.max_stall_ms =
-			    (uint16_t)parse_num("--max-stall-ms", optarg, 0, 65535, false);
+			    (uint16_t)parse_num("--max-stall-ms", arg, 0, 65535, false);
 			have_stall = true;
 			break;
 		case OPT_DELTA:
 			base_opt.caps |= MSG_CAP_DELTA;
 			break;
 		case OPT_STATE_DIR:
-			state_dir = optarg;
+			state_dir = arg;
 			break;
 		case OPT_SLOT_SIZE:
 			base_opt.slot_size =
-			    (uint32_t)parse_num("--slot-size", optarg, 1, UINT32_MAX, true);
+			    (uint32_t)parse_num("--slot-size", arg, 1, UINT32_MAX, true);
 			break;
 		case OPT_SECTOR_SIZE:
 			base_opt.sector_size =
-			    (uint32_t)parse_num("--sector-size", optarg, 0, 1u << 24, true);
+			    (uint32_t)parse_num("--sector-size", arg, 0, 1u << 24, true);
 			break;
 		case OPT_ERASE_MS:
-			base_opt.erase_ms =
-			    (uint32_t)parse_num("--erase-ms", optarg, 0, 60000, false);
+			base_opt.erase_ms = (uint32_t)parse_num("--erase-ms", arg, 0, 60000, false);
 			break;
 		case OPT_WRITE_US:
 			base_opt.write_us_per_kib =
-			    (uint32_t)parse_num("--write-us-per-kib", optarg, 0, 1000000, false);
+			    (uint32_t)parse_num("--write-us-per-kib", arg, 0, 1000000, false);
 			break;
 		case OPT_RX_RING:
 			base_opt.rx_ring =
-			    (uint32_t)parse_num("--rx-ring", optarg, 64, 16u << 20, true);
+			    (uint32_t)parse_num("--rx-ring", arg, 64, 16u << 20, true);
 			break;
 		case OPT_ONCE:
 			base_opt.once = true;
 			break;
 		case OPT_TIMEOUT:
-			timeout_s = (uint32_t)parse_num("--timeout", optarg, 1, 86400 * 7, false);
+			timeout_s =
+			    (uint32_t)parse_num("--timeout", arg, 1, (uint64_t)86400 * 7, false);
 			break;
 		case OPT_CHECK:
-			base_opt.check_s =
-			    (uint32_t)parse_num("--check-interval", optarg, 0, 86400 * 30, false);
+			base_opt.check_s = (uint32_t)parse_num(
+			    "--check-interval", arg, 0, (uint64_t)86400 * 30, false);
 			break;
 		case OPT_DECLINE:
 			base_opt.decline = true;
 			break;
 		case OPT_REBOOT_AT:
 			base_opt.reboot_at_byte =
-			    parse_num("--reboot-at-byte", optarg, 1, UINT32_MAX, true);
+			    parse_num("--reboot-at-byte", arg, 1, UINT32_MAX, true);
 			break;
 		case OPT_COUNT:
-			count =
-			    (unsigned int)parse_num("--count", optarg, 1, DEVSIM_COUNT_MAX, false);
+			count = (unsigned int)parse_num("--count", arg, 1, DEVSIM_COUNT_MAX, false);
 			break;
 		case OPT_EVENTS:
-			events = optarg;
+			events = arg;
 			break;
 		case OPT_PROGRESS:
-			if (strcmp(optarg, "auto") == 0)
+			if (strcmp(arg, "auto") == 0)
 				mode = REPORT_MODE_AUTO;
-			else if (strcmp(optarg, "bar") == 0)
+			else if (strcmp(arg, "bar") == 0)
 				mode = REPORT_MODE_LIVE;
-			else if (strcmp(optarg, "plain") == 0)
+			else if (strcmp(arg, "plain") == 0)
 				mode = REPORT_MODE_PLAIN;
-			else if (strcmp(optarg, "none") == 0)
+			else if (strcmp(arg, "none") == 0)
 				mode = REPORT_MODE_QUIET;
 			else
 				usage_error(
-				    "--progress: expected auto, bar, plain or none, got '%s'",
-				    optarg);
+				    "--progress: expected auto, bar, plain or none, got '%s'", arg);
 			break;
 		case 'q':
 			mode = REPORT_MODE_QUIET;
@@ -621,7 +624,8 @@ main(int argc, char **argv)
 	raise_fd_limit();
 	signal(SIGPIPE, SIG_IGN);
 	s.base = event_base_new();
-	s.devs = calloc(count, sizeof(*s.devs));
+	s.devs = calloc(
+	    count, sizeof(*s.devs)); /* NOLINT(bugprone-sizeof-expression): array of pointers */
 	if (!s.base || !s.devs) {
 		fprintf(stderr, "otagw-devsim: out of memory\n");
 		code = EXIT_UPDATE_FAILED;

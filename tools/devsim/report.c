@@ -172,7 +172,7 @@ report_new(struct event_base *base, const char *events_path, enum report_mode mo
 		mode = isatty(fileno(r->out)) ? REPORT_MODE_LIVE : REPORT_MODE_PLAIN;
 	r->mode = mode;
 	if (mode == REPORT_MODE_LIVE) {
-		struct timeval tv = {0, REPORT_REDRAW_MS * 1000};
+		struct timeval tv = {0, (suseconds_t)REPORT_REDRAW_MS * 1000};
 
 		r->ev_redraw = event_new(base, -1, EV_PERSIST, report_redraw_cb, r);
 		if (!r->ev_redraw || event_add(r->ev_redraw, &tv) < 0) {
@@ -319,8 +319,10 @@ report_free(struct report *r)
 		report_draw(r);
 	if (r->ev_redraw)
 		event_free(r->ev_redraw);
-	if (r->events_owned)
-		fclose(r->events);
+	/* Each event was flushed as written; a close error still means the file may be short. */
+	if (r->events_owned && fclose(r->events) != 0)
+		fprintf(stderr, "otagw-devsim: the events file may be incomplete: %s\n",
+		    strerror(errno));
 	free(r->devs);
 	free(r);
 }

@@ -70,9 +70,11 @@ state_read_json(const char *dir, const char *name, json_t **out, char *err, size
 		return -ENAMETOOLONG;
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
-		if (errno != ENOENT)
-			snprintf(err, errlen, "%s: %s", path, strerror(errno));
-		return -errno;
+		int e = errno; /* snprintf may change errno */
+
+		if (e != ENOENT)
+			snprintf(err, errlen, "%s: %s", path, strerror(e));
+		return -e;
 	}
 	n = read(fd, buf, sizeof(buf));
 	close(fd);
@@ -118,7 +120,7 @@ state_load_device(const char *dir, struct state_device *st, char *err, size_t er
 {
 	struct state_device d;
 	const char *v;
-	json_t *o;
+	json_t *o = NULL;
 	int r = state_read_json(dir, "device.json", &o, err, errlen);
 
 	if (r < 0)
@@ -173,7 +175,7 @@ int
 state_load_resume(const char *dir, otadev_resume_t *st, char *err, size_t errlen)
 {
 	otadev_resume_t s;
-	json_t *o;
+	json_t *o = NULL;
 	int r = state_read_json(dir, "resume.json", &o, err, errlen);
 
 	if (r < 0)

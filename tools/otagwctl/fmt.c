@@ -63,7 +63,9 @@ fmt_time_minutes(char *buf, size_t len, uint64_t usec)
 		return;
 	}
 	fmt_local(usec, &tm);
-	strftime(buf, len, "%Y-%m-%d %H:%M", &tm);
+	/* strftime leaves buf undefined when it does not fit: show nothing rather than garbage. */
+	if (strftime(buf, len, "%Y-%m-%d %H:%M", &tm) == 0 && len > 0)
+		buf[0] = '\0';
 }
 
 void
@@ -75,8 +77,10 @@ fmt_time_iso(char *buf, size_t len, uint64_t usec)
 
 	fmt_local(usec, &tm);
 	n = strftime(buf, len, "%Y-%m-%dT%H:%M:%S", &tm);
+	if (n == 0 && len > 0)
+		buf[0] = '\0';
 	/* %z is "+0100"; ISO 8601 extended format wants "+01:00" */
-	if (strftime(zone, sizeof(zone), "%z", &tm) == 5 && n < len)
+	if (strftime(zone, sizeof(zone), "%z", &tm) == 5 && n > 0 && n < len)
 		snprintf(buf + n, len - n, "%.3s:%.2s", zone, zone + 3);
 }
 
@@ -86,7 +90,8 @@ fmt_time_clock(char *buf, size_t len)
 	struct tm tm;
 
 	fmt_local(0, &tm);
-	strftime(buf, len, "%H:%M:%S", &tm);
+	if (strftime(buf, len, "%H:%M:%S", &tm) == 0 && len > 0)
+		buf[0] = '\0';
 }
 
 const char *

@@ -50,21 +50,13 @@ struct watch {
 	sd_event_source *redraw, *reconnect;
 };
 
+/* Microseconds on clk: CLOCK_MONOTONIC for intervals, CLOCK_REALTIME for what is shown. */
 static uint64_t
-watch_now(void)
+watch_clock_us(clockid_t clk)
 {
 	struct timespec ts;
 
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
-
-static uint64_t
-watch_wall_us(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
+	clock_gettime(clk, &ts);
 	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
@@ -239,7 +231,7 @@ watch_draw(struct watch *w)
 	}
 	fflush(stdout);
 	w->dirty = false;
-	w->drawn_at = watch_now();
+	w->drawn_at = watch_clock_us(CLOCK_MONOTONIC);
 }
 
 static int
@@ -258,7 +250,7 @@ watch_redraw_cb(sd_event_source *s, uint64_t usec, void *userdata)
 static void
 watch_touch(struct watch *w)
 {
-	uint64_t now = watch_now();
+	uint64_t now = watch_clock_us(CLOCK_MONOTONIC);
 
 	if (!w->tty || w->c->json)
 		return;
@@ -433,7 +425,8 @@ watch_apply(struct watch *w, const char *path, const char *iface, json_t *change
 static json_t *
 watch_json_line(const char *path)
 {
-	return json_pack("{sIss}", "Time", (json_int_t)watch_wall_us(), "Path", path);
+	return json_pack(
+	    "{sIss}", "Time", (json_int_t)watch_clock_us(CLOCK_REALTIME), "Path", path);
 }
 
 static bool
@@ -638,7 +631,8 @@ watch_reconnect_cb(sd_event_source *s, uint64_t usec, void *userdata)
 		w->c->bus = sd_bus_close_unref(w->c->bus);
 	}
 	if (watch_connect(w) < 0) {
-		sd_event_source_set_time(w->reconnect, watch_now() + WATCH_RECONNECT_US);
+		sd_event_source_set_time(
+		    w->reconnect, watch_clock_us(CLOCK_MONOTONIC) + WATCH_RECONNECT_US);
 		sd_event_source_set_enabled(w->reconnect, SD_EVENT_ONESHOT);
 	}
 	return 0;
@@ -657,7 +651,8 @@ watch_disconnected_cb(sd_bus_message *m, void *userdata, sd_bus_error *error)
 	w->said_absent = true;
 	watch_touch(w);
 	/* The bus is freed from the timer, outside its own dispatch. */
-	sd_event_source_set_time(w->reconnect, watch_now() + WATCH_RECONNECT_US);
+	sd_event_source_set_time(
+	    w->reconnect, watch_clock_us(CLOCK_MONOTONIC) + WATCH_RECONNECT_US);
 	sd_event_source_set_enabled(w->reconnect, SD_EVENT_ONESHOT);
 	return 0;
 }
@@ -768,7 +763,8 @@ watch_run(struct client *c, bool until_idle)
 			watch_say(&w, "otagwd is not running (cannot reach the %s); waiting for it",
 			    client_bus_text(c));
 		w.said_absent = true;
-		sd_event_source_set_time(w.reconnect, watch_now() + WATCH_RECONNECT_US);
+		sd_event_source_set_time(
+		    w.reconnect, watch_clock_us(CLOCK_MONOTONIC) + WATCH_RECONNECT_US);
 		sd_event_source_set_enabled(w.reconnect, SD_EVENT_ONESHOT);
 	}
 	r = sd_event_loop(w.ev);
