@@ -12,7 +12,6 @@
 
 #include <event2/event.h>
 
-#include "db.h"
 #include "devices.h"
 #include "download.h"
 #include "hex.h"
@@ -311,8 +310,9 @@ session_upstream_kick_cb(evutil_socket_t fd, short what, void *arg)
 		session_upstream_check(s);
 }
 
-void
-session_upstream_stop(struct session *s)
+/* Leaves the check, the URL refresh and the download the session waits for. */
+static void
+session_upstream_cancel(struct session *s)
 {
 	upstream_check_cancel(s->check);
 	s->check = NULL;
@@ -320,6 +320,12 @@ session_upstream_stop(struct session *s)
 	s->refresh = NULL;
 	download_waiter_cancel(s->waiter);
 	s->waiter = NULL;
+}
+
+void
+session_upstream_stop(struct session *s)
+{
+	session_upstream_cancel(s);
 	event_del(s->kick);
 }
 
@@ -328,13 +334,9 @@ session_upstream_switch(struct session *s)
 {
 	bool restart = s->check != NULL || s->waiter != NULL;
 
-	/* A kick already pending stays: it asks the newest client when it runs. */
-	upstream_check_cancel(s->check);
-	s->check = NULL;
-	upstream_check_cancel(s->refresh);
-	s->refresh = NULL;
-	download_waiter_cancel(s->waiter);
-	s->waiter = NULL;
+	/* Unlike session_upstream_stop(), a kick already pending stays: it asks the newest client
+	 * when it runs. */
+	session_upstream_cancel(s);
 	if (restart && s->bound) {
 		/* asked again on the new client from the loop; the cached answer and the partial
 		 * download make that cheap */
