@@ -318,8 +318,8 @@ void sessions_dequeue(struct sessions *m, struct session *s);
  * queue). False: all slots are in use. */
 bool sessions_take_slot(struct sessions *m, struct session *s);
 
-/* Turns s's active slot into a reservation for a while (the device restarted and
- * comes right back). Does nothing if s holds no active slot. */
+/* Turns s's active slot into a reservation, held as one granted to a queued device (the
+ * device restarted and comes right back). Does nothing if s holds no active slot. */
 void sessions_hold_slot(struct sessions *m, struct session *s);
 
 /* Gives up s's slot or reservation and hands free slots to queued devices. */
