@@ -9,8 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/queue.h>
-#include <time.h>
 
+#include "clock.h"
 #include "db.h"
 #include "devices.h"
 #include "history.h"
@@ -59,24 +59,6 @@ fleet_hash(const char *s)
 	while (*s != '\0')
 		h = (h ^ (uint8_t)*s++) * 16777619u;
 	return h % FLEET_BUCKETS;
-}
-
-static uint64_t
-fleet_mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-static int64_t
-fleet_wall_us(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
 /* Copies src into dst[n] as one printable line, cut to fit. Returns true if dst changed. */
@@ -391,7 +373,7 @@ fleet_connect(struct fleet *f, const struct fleet_hello *hello)
 		f->counts.connected++;
 		fields |= FLEET_FIELD_CONNECTED;
 	}
-	e->d.last_seen_us = fleet_wall_us();
+	e->d.last_seen_us = clock_wall_us();
 	fields |= FLEET_FIELD_SEEN;
 	fleet_notify(f, &e->d, fields);
 	return &e->d;
@@ -404,14 +386,14 @@ fleet_disconnect(struct fleet *f, struct fleet_device *dev)
 		return;
 	dev->connected = false;
 	f->counts.connected--;
-	dev->last_seen_us = fleet_wall_us();
+	dev->last_seen_us = clock_wall_us();
 	fleet_notify(f, dev, FLEET_FIELD_CONNECTED | FLEET_FIELD_SEEN);
 }
 
 void
 fleet_touch(struct fleet *f, struct fleet_device *dev)
 {
-	int64_t now = fleet_wall_us();
+	int64_t now = clock_wall_us();
 
 	if (dev == NULL || now - dev->last_seen_us < FLEET_SEEN_EVERY_US)
 		return;
@@ -439,7 +421,7 @@ fleet_set_progress(struct fleet *f, struct fleet_device *dev, uint64_t done, uin
 	if (dev->bytes_done == done && dev->bytes_total == total)
 		return;
 	if (dev->state == FLEET_STATE_DOWNLOADING || dev->state == FLEET_STATE_TRANSFERRING) {
-		now = fleet_mono_ms();
+		now = clock_mono_ms();
 		if (e->rate_ms == 0 || done < e->rate_bytes) {
 			e->rate_ms = now;
 			e->rate_bytes = done;
