@@ -170,8 +170,11 @@ sessions_free(struct sessions *m)
 
 	if (m == NULL)
 		return;
-	/* The owners free their sessions first; whatever is left goes now. */
+	/* The owners free their sessions first; whatever is left goes now. session_free()
+	 * unlinks s (sessions_detach); clang-analyzer cannot follow TAILQ_REMOVE through
+	 * tqe_prev, so it takes the next TAILQ_FIRST for the freed s. */
 	while ((s = TAILQ_FIRST(&m->all)) != NULL)
+		// NOLINTNEXTLINE(clang-analyzer-unix.Malloc): see above
 		session_free(s, "otagwd stopped");
 	free(m);
 }

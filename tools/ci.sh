@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The one test command: installs what is missing, builds otagw twice (a -Werror build and an
+# The one test command: installs what is missing, lints, builds otagw twice (a -Werror build and an
 # ASan+UBSan build), runs every test in both, prints the MCU footprint, runs the fuzzers briefly
 # and runs the BLE test on a real BlueZ stack inside a QEMU VM. Fails on the first failure.
 # Usage: bash tools/ci.sh            (from the repository root, as root on a fresh Debian 12)
@@ -13,6 +13,9 @@ step "dependencies"
 bash tools/deps.sh
 # The BLE tests boot Debian's kernel in QEMU; fetch it now, never during a test run.
 bash tests/vm/fetch-kernel.sh
+
+step "lint (cppcheck, clang-tidy)"
+LINT_JOBS="$jobs" bash tools/lint.sh
 
 step "build (-Werror)"
 cmake -S . -B build -DOTAGW_WERROR=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null

@@ -65,7 +65,7 @@ tidy=$?
 set -e
 cat "$out"
 findings=$(grep -c -E '^[^ ].*:[0-9]+:[0-9]+: (warning|error): ' "$out" || true)
-unique=$(grep -E '^[^ ].*:[0-9]+:[0-9]+: (warning|error): ' "$out" | sort -u | wc -l)
+unique=$({ grep -E '^[^ ].*:[0-9]+:[0-9]+: (warning|error): ' "$out" || true; } | sort -u | wc -l)
 if [ "$tidy" -ne 0 ] || [ "$unique" -ne 0 ]; then
 	echo "clang-tidy: $unique distinct findings ($findings reported)" >&2
 	status=1
