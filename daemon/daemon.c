@@ -120,7 +120,7 @@ static const struct daemon_module *const daemon_modules[] = {
     &daemon_log_module,
     &cache_store_module,
     &cache_upstream_module,
-    &session_module,
+    &sessions_module,
     &links_module,
     &dbus_module,
     &daemon_status_module,

@@ -15,6 +15,7 @@
 #include <event2/event.h>
 
 #include "busev.h"
+#include "clock.h"
 #include "daemon.h"
 #include "dbus_internal.h"
 #include "fleet.h"
@@ -33,15 +34,6 @@ static const char *
 dbus_bus_text(const struct dbus *b)
 {
 	return b->kind == CONFIG_BUS_SYSTEM ? "system bus" : "session bus";
-}
-
-uint64_t
-dbus_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
 /* --- text --- */
@@ -275,7 +267,7 @@ dbus_check_access(struct dbus *b, sd_bus_message *m, const char *what, uid_t *ui
 void
 dbus_schedule(struct dbus *b, uint64_t at_ms)
 {
-	uint64_t now = dbus_now_ms(), delay;
+	uint64_t now = clock_mono_ms(), delay;
 	struct timeval tv;
 
 	if (b->bus == NULL || b->stopped || b->flush == NULL)
@@ -294,7 +286,7 @@ dbus_schedule(struct dbus *b, uint64_t at_ms)
 static void
 dbus_flush_now(struct dbus *b)
 {
-	uint64_t now = dbus_now_ms(), next = UINT64_MAX;
+	uint64_t now = clock_mono_ms(), next = UINT64_MAX;
 
 	if (b->bus == NULL)
 		return;
@@ -553,7 +545,7 @@ dbus_state_changed(struct daemon *d, enum daemon_state state, void *arg)
 	if (b->bus == NULL)
 		return;
 	b->mgr_urgent = true;
-	dbus_manager_flush(b, dbus_now_ms(), &next);
+	dbus_manager_flush(b, clock_mono_ms(), &next);
 	if (next != UINT64_MAX)
 		dbus_schedule(b, next);
 	busev_rearm(b->be);
@@ -655,7 +647,7 @@ dbus_stop(struct daemon *d)
 	if (b->bus != NULL) {
 		/* State "stopping" goes out before the name goes away. */
 		b->mgr_urgent = true;
-		dbus_manager_flush(b, dbus_now_ms(), &next);
+		dbus_manager_flush(b, clock_mono_ms(), &next);
 		(void)sd_bus_flush(b->bus);
 	}
 	b->stopped = true;

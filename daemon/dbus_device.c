@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "busev.h"
+#include "clock.h"
 #include "daemon.h"
 #include "dbus_internal.h"
 #include "fleet.h"
@@ -198,7 +199,7 @@ dbus_device_changed(const struct fleet_device *dev, unsigned fields, void *arg)
 		/* Every state is signalled, even one that lasts less than a loop iteration
 		 * (verifying, when the device's RESULT arrives with the last ACK): clients such as
 		 * otagwctl watch follow the transitions. */
-		dbus_device_emit(b, dd, dbus_now_ms());
+		dbus_device_emit(b, dd, clock_mono_ms());
 		busev_rearm(b->be);
 		return;
 	}

@@ -94,9 +94,6 @@ struct dbus {
 /* Arranges a flush at monotonic time at_ms (0: as soon as the loop gets to it). */
 void dbus_schedule(struct dbus *b, uint64_t at_ms);
 
-/* Monotonic milliseconds. */
-uint64_t dbus_now_ms(void);
-
 /* Appends s as a D-Bus string, made valid: bytes that are not UTF-8 become '?' and control
  * characters spaces (paths and text from elsewhere need not be either). */
 int dbus_append_text(sd_bus_message *m, const char *s);

@@ -17,6 +17,7 @@
 #ifdef OTAGW_HAVE_BLE
 #include "ble.h"
 #include "busev.h"
+#include "clock.h"
 #endif
 #include "daemon.h"
 #include "frame.h"
@@ -417,15 +418,6 @@ struct link_ble {
 	bool logged, was_bluez, was_adapter, was_powered;
 };
 
-static uint64_t
-link_ble_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 static void
 link_ble_info(struct link_ble *b, struct link_info *out)
 {
@@ -498,7 +490,7 @@ link_ble_tick_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct link_ble *b = arg;
 	struct link_ble_dev *bd, *next;
-	uint64_t now = link_ble_now_ms();
+	uint64_t now = clock_mono_ms();
 	unsigned holdoff;
 
 	(void)fd;
@@ -549,7 +541,7 @@ link_ble_session_state(struct session *s, bool up, int err, void *arg)
 		log_debug("Link ble: %s connected again", bd->address);
 	} else {
 		b->connections--;
-		bd->down_since_ms = link_ble_now_ms();
+		bd->down_since_ms = clock_mono_ms();
 		if (serial != NULL)
 			dev_info(serial, "Link ble: %s disconnected (%s); reconnecting",
 			    bd->address, err != 0 ? strerror(-err) : "by the device");
@@ -568,7 +560,7 @@ link_ble_session_done(struct session *s, uint32_t come_back_s, void *arg)
 
 	if (serial != NULL)
 		snprintf(bd->serial, sizeof(bd->serial), "%s", serial);
-	bd->done_at_ms = link_ble_now_ms();
+	bd->done_at_ms = clock_mono_ms();
 	bd->come_back_s = come_back_s;
 }
 

@@ -132,6 +132,6 @@ unsigned sessions_check_all(struct sessions *m);
 int sessions_abort(struct sessions *m, const char *serial, const char *reason);
 
 /* The daemon module that runs the fleet and the session manager (daemon.c's table). */
-extern const struct daemon_module session_module;
+extern const struct daemon_module sessions_module;
 
 #endif

@@ -343,7 +343,7 @@ sessions_module_stop(struct daemon *d)
 	d->fleet = NULL;
 }
 
-const struct daemon_module session_module = {
+const struct daemon_module sessions_module = {
     .name = "sessions",
     .start = sessions_module_start,
     .reload = sessions_module_reload,

@@ -4,6 +4,7 @@
  * apply to every device: a rejected project key and Memfault-wide unavailability (503/529). */
 #include "upstream.h"
 
+#include "clock.h"
 #include "db.h"
 #include "devices.h"
 #include "ident.h"
@@ -67,15 +68,6 @@ upstream_copy(char *dst, size_t n, const char *src)
 
 	memcpy(dst, src, len);
 	dst[len] = '\0';
-}
-
-static int64_t
-upstream_mono(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec;
 }
 
 static unsigned
@@ -293,7 +285,7 @@ upstream_on_result(struct memfault_query *q, struct memfault_result *res, void *
 	struct upstream_device *d = userdata;
 	struct upstream_check *c;
 	struct upstream *up;
-	int64_t now = upstream_mono();
+	int64_t now = (int64_t)(clock_mono_ms() / 1000u);
 	bool first = true;
 
 	(void)q;
@@ -394,7 +386,7 @@ upstream_run(evutil_socket_t fd, short what, void *arg)
 	    c->serial, c->hardware_version, c->software_type, c->current_version};
 	struct upstream_device *d;
 	struct upstream_answer a;
-	int64_t now = upstream_mono();
+	int64_t now = (int64_t)(clock_mono_ms() / 1000u);
 	int r;
 
 	(void)fd;
@@ -496,7 +488,7 @@ upstream_check_cancel(struct upstream_check *c)
 			/* nobody wants the answer any more */
 			memfault_query_cancel(d->q);
 			d->q = NULL;
-			upstream_device_prune(d, upstream_mono());
+			upstream_device_prune(d, (int64_t)(clock_mono_ms() / 1000u));
 		}
 	}
 	upstream_check_free(c);
