@@ -52,6 +52,13 @@ mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 out "$out" ||
 # shellcheck source=/dev/null
 . "$out/vm.env" || { msg "no vm.env in the share"; poweroff_now; }
 : "${OTAGW_VM_SCRIPT:?}" "${OTAGW_VM_KDIR:?}" "${OTAGW_VM_TIMEOUT:?}"
+# Host folders the tmpfs mounts above hid (run.sh shares them as bind0..): back at their paths.
+i=0
+for d in ${OTAGW_VM_BINDS:-}; do
+	mkdir -p "$d" && mount -t 9p -o trans=virtio,version=9p2000.L,ro,cache=loose,msize=262144 \
+		"bind$i" "$d" || { msg "cannot mount the host's $d"; poweroff_now; }
+	i=$((i + 1))
+done
 ncontrollers=${OTAGW_VM_CONTROLLERS:-2}
 last=hci$((ncontrollers - 1))
 export OTAGW_VM_OUT=$out OTAGW_VM_LOGS=$logs

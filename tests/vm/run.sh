@@ -31,17 +31,27 @@ channels=${OTAGW_VM_GATT_CHANNELS:-1}
 # Paths travel on the kernel command line and into shell variables in the guest.
 [[ $script =~ ^[-/A-Za-z0-9._+]+$ ]] || die "guest script path has characters the VM cannot pass: $script"
 [[ $here =~ ^[-/A-Za-z0-9._+]+$ ]] || die "harness path has characters the VM cannot pass: $here"
-# The guest mounts tmpfs over these, hiding the host's files there.
+# The guest mounts tmpfs over these, hiding the host's files there. A checkout or build folder
+# under one of them (a CI runner's clone in /tmp, say) is shared with the guest on its own and
+# mounted at the same path over the tmpfs: the source tree (harness and guest scripts), the
+# build folder (the programs) and the script's folder.
 hidden() {
-	case "$(realpath -m "$2")/" in
-	/tmp/* | /run/* | /var/tmp/* | /var/log/* | /var/lib/bluetooth/* | /var/lib/dbus/*)
-		die "$1 $2 is in a folder the guest hides under tmpfs; $3" ;;
+	case "$1/" in
+	/tmp/* | /run/* | /var/tmp/* | /var/log/* | /var/lib/bluetooth/* | /var/lib/dbus/*) return 0 ;;
 	esac
+	return 1
 }
-hidden "guest script" "$script" "put it elsewhere"
-# The guest runs the programs the build made, so the build folder must be visible there too.
-[ -z "${OTAGW_BUILD_DIR:-}" ] ||
-	hidden "build folder" "$OTAGW_BUILD_DIR" "build in a folder outside /tmp (e.g. ./build)"
+binds=()
+for d in "$(realpath -m "$here/../..")" "$(realpath -m "${OTAGW_BUILD_DIR:-/}")" \
+	"$(dirname "$script")"; do
+	hidden "$d" || continue
+	[[ $d =~ ^[-/A-Za-z0-9._+]+$ ]] || die "folder $d has characters the VM cannot pass"
+	inside=
+	for b in "${binds[@]}"; do
+		case "$d/" in "$b"/*) inside=1 ;; esac
+	done
+	[ -n "$inside" ] || binds+=("$d")
+done
 
 cache=${OTAGW_VM_CACHE:-/var/cache/otagw-vm}
 ver=$(cat "$cache/current" 2>/dev/null) || ver=
@@ -84,6 +94,7 @@ done
 {
 	printf 'OTAGW_VM_SCRIPT=%q\nOTAGW_VM_KDIR=%q\nOTAGW_VM_TIMEOUT=%q\n' "$script" "$cache" "$timeout_s"
 	printf 'OTAGW_VM_CONTROLLERS=%q\nOTAGW_VM_GATT_CHANNELS=%q\n' "$controllers" "$channels"
+	printf 'OTAGW_VM_BINDS=%q\n' "${binds[*]}"
 	# For benchmarks: how busy the host was (the emulation's speed depends on it).
 	printf 'export OTAGW_VM_HOST_LOAD=%q\n' "$(cut -d' ' -f1-3 /proc/loadavg)"
 	# Hand the caller's OTAGW_* settings (build and source dirs...) to the guest script.
@@ -93,6 +104,10 @@ done
 	done < <(env)
 } >"$outdir/vm.env"
 
+bind_args=()
+for i in "${!binds[@]}"; do
+	bind_args+=(-virtfs "local,path=${binds[i]},mount_tag=bind$i,security_model=none,readonly=on")
+done
 echo "vm: booting $ver, guest script $script (limit ${timeout_s} s), logs in $outdir"
 start=$(date +%s)
 rc=0
@@ -103,6 +118,7 @@ timeout -k 10 $((timeout_s + 90)) qemu-system-x86_64 \
 	-append "console=ttyS0 panic=-1 loglevel=4 rdinit=/init otagw.init=$here/guest-init.sh" \
 	-virtfs local,path=/,mount_tag=rootfs,security_model=none,readonly=on,multidevs=remap \
 	-virtfs "local,path=$outdir,mount_tag=out,security_model=none" \
+	"${bind_args[@]}" \
 	</dev/null >"$outdir/console.log" 2>&1 || rc=$?
 took=$(($(date +%s) - start))
 
