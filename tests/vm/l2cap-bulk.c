@@ -92,6 +92,31 @@ fail:
 	return -1;
 }
 
+/* A CoC from local to peer's psm: the connected socket, or -1 (said on stderr). */
+static int
+bulk_connect(const char *local, const char *peer, uint16_t psm)
+{
+	struct sockaddr_l2 a = {.l2_family = AF_BLUETOOTH, .l2_bdaddr_type = BDADDR_LE_PUBLIC};
+	int fd = bulk_socket(local, 0);
+
+	if (fd < 0) {
+		bulk_fail("socket");
+		return -1;
+	}
+	if (str2ba(peer, &a.l2_bdaddr) < 0) {
+		fprintf(stderr, "l2cap-bulk: bad address %s\n", peer);
+		close(fd);
+		return -1;
+	}
+	a.l2_psm = htobs(psm);
+	if (connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0) {
+		bulk_fail("connect");
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
 static int
 bulk_wait(int fd, short events)
 {
@@ -150,23 +175,15 @@ static int
 bulk_send(const char *local, const char *peer, uint16_t psm, unsigned long total, unsigned long sdu)
 {
 	static uint8_t buf[BULK_MAX_SDU];
-	struct sockaddr_l2 a = {.l2_family = AF_BLUETOOTH, .l2_bdaddr_type = BDADDR_LE_PUBLIC};
 	uint16_t omtu = 0;
 	socklen_t len = sizeof(omtu);
 	unsigned long sent = 0;
 	double t0;
 	int fd;
 
-	fd = bulk_socket(local, 0);
+	fd = bulk_connect(local, peer, psm);
 	if (fd < 0)
-		return bulk_fail("socket");
-	if (str2ba(peer, &a.l2_bdaddr) < 0) {
-		fprintf(stderr, "l2cap-bulk: bad address %s\n", peer);
 		return 1;
-	}
-	a.l2_psm = htobs(psm);
-	if (connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0)
-		return bulk_fail("connect");
 	if (getsockopt(fd, SOL_BLUETOOTH, BT_SNDMTU, &omtu, &len) < 0)
 		return bulk_fail("BT_SNDMTU");
 	if (sdu > omtu)
@@ -224,19 +241,9 @@ bulk_hold_listen(const char *local, uint16_t psm)
 static int
 bulk_hold(const char *local, const char *peer, uint16_t psm)
 {
-	struct sockaddr_l2 a = {.l2_family = AF_BLUETOOTH, .l2_bdaddr_type = BDADDR_LE_PUBLIC};
-	int fd = bulk_socket(local, 0);
+	int fd = bulk_connect(local, peer, psm);
 
-	if (fd < 0)
-		return bulk_fail("socket");
-	if (str2ba(peer, &a.l2_bdaddr) < 0) {
-		fprintf(stderr, "l2cap-bulk: bad address %s\n", peer);
-		return 1;
-	}
-	a.l2_psm = htobs(psm);
-	if (connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0)
-		return bulk_fail("connect");
-	return bulk_hold_fd(fd);
+	return fd < 0 ? 1 : bulk_hold_fd(fd);
 }
 
 int
