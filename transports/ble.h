@@ -40,9 +40,9 @@ struct ble_central;
 
 /* Central configuration. Strings are copied by ble_central_new(). */
 struct ble_central_config {
-	const char *adapter;          /* "hci0"; NULL = hci0 */
-	const char *const *allow;     /* NULL-terminated addresses "AA:BB:..."; NULL = any */
-	const char *name_prefix;      /* only devices whose Name starts so; NULL = any */
+	const char *adapter;      /* "hci0"; NULL = hci0 */
+	const char *const *allow; /* NULL-terminated addresses "AA:BB:..."; NULL = any */
+	const char *name_prefix;  /* only devices whose Name starts so; NULL = any */
 	/* Simultaneous links (0 = 1). A device whose transport the owner still holds keeps its
 	 * slot while it is reconnected (a reboot into a new image, a drop mid-transfer). */
 	unsigned int max_connections;
