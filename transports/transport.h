@@ -50,9 +50,9 @@ typedef void (*transport_cb)(struct transport *t, enum transport_event ev, const
 
 /* Byte and frame counters, for D-Bus status and benchmarks. */
 struct transport_stats {
-	uint64_t bytes_in, bytes_out;   /* on the wire, framing included */
+	uint64_t bytes_in, bytes_out; /* on the wire, framing included */
 	uint64_t msgs_in, msgs_out;
-	uint64_t bad_frames;            /* CRC/COBS/oversize drops */
+	uint64_t bad_frames; /* CRC/COBS/oversize drops */
 	uint64_t reconnects;
 };
 
@@ -60,13 +60,13 @@ struct transport_stats {
  * after creating or accepting the transport. destroy, if not NULL, is called with arg when the
  * transport is freed, or when a later call replaces the callback (the old arg's destroy runs then,
  * as in BlueZ's io helpers). */
-void transport_set_callback(struct transport *t, transport_cb cb, void *arg,
-    void (*destroy)(void *arg));
+void transport_set_callback(
+    struct transport *t, transport_cb cb, void *arg, void (*destroy)(void *arg));
 
 /* Queues one message for sending. Stream links frame it; packet links send it as one packet.
- * Returns 0 when queued; -EINVAL for an empty message; -EMSGSIZE if len exceeds transport_mtu(); -ENOTCONN if the link is down;
- * -EAGAIN if the queue is above its high-water mark (nothing queued: retry after
- * TRANSPORT_EV_WRITABLE). The message is copied; the caller keeps ownership of msg. */
+ * Returns 0 when queued; -EINVAL for an empty message; -EMSGSIZE if len exceeds transport_mtu();
+ * -ENOTCONN if the link is down; -EAGAIN if the queue is above its high-water mark (nothing queued:
+ * retry after TRANSPORT_EV_WRITABLE). The message is copied; the caller keeps ownership of msg. */
 int transport_send(struct transport *t, const uint8_t *msg, size_t len);
 
 /* Largest message transport_send() accepts right now (packet links: the negotiated MTU; stream
